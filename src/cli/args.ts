@@ -1,0 +1,151 @@
+// The qgreyd command line: greydaemon's flags and positional arguments, plus long names.
+import { isIP } from 'node:net';
+import minimist from 'minimist';
+
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_PORT = 1999;
+export const DEFAULT_STATE = './data';
+
+export interface Options {
+  debug: boolean;
+  user: string | null;
+  whitelist: string | null;
+  /** sweep interval, minutes (-s) */
+  sweepMinutes: number;
+  /** known-good lifetime, days (-t) */
+  timeoutDays: number;
+  /** grey window, hours (-g) */
+  greyHours: number;
+  /** minimum resend delay, minutes (-m) */
+  minResendMinutes: number;
+  sync: boolean;
+  host: string;
+  port: number;
+  stateDir: string;
+}
+
+export type Parsed = { kind: 'run'; options: Options } | { kind: 'help' } | { kind: 'version' };
+
+export class UsageError extends Error {}
+
+export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
+              [--sync] [ipaddr[:port] [statedir]]
+
+  ipaddr[:port]  address to listen on (default ${DEFAULT_HOST}:${DEFAULT_PORT});
+                 IPv6 as ::1 or [::1]:1999; port 0 picks a free port
+  statedir       LevelDB state directory, created if missing (default ${DEFAULT_STATE})
+
+  -t, --timeout DAYS          a known-good IP stays known this long after its last use (7)
+  -g, --grey-window HOURS     latest acceptable retry after first sight (12)
+  -m, --min-resend MINUTES    earliest acceptable retry (5)
+  -s, --sweep MINUTES         how often dead records are deleted (10)
+  -w, --whitelist FILE        client addresses and ranges that are never greylisted
+  -u, --user USER             after binding, run as this user (uid, gid and groups)
+  -d, --debug                 log each triplet's outcome and malformed datagrams in hex
+      --sync                  fsync every write (survive power loss, not only a crash)
+      --help, --version
+Values may be fractional: -m 0.05 is three seconds.`;
+
+const NUMERIC: Array<[flag: string, name: string, unit: string, min: number, allowZero: boolean]> = [
+  ['s', 'sweep', 'minutes', 0, false],
+  ['t', 'timeout', 'days', 0, false],
+  ['g', 'grey-window', 'hours', 0, false],
+  ['m', 'min-resend', 'minutes', 0, true],
+];
+
+export function parseArgs(argv: string[]): Parsed {
+  const unknown: string[] = [];
+  const a = minimist(argv, {
+    string: ['u', 'w', 's', 't', 'g', 'm'],
+    boolean: ['d', 'help', 'version', 'sync'],
+    alias: { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' },
+    unknown: (arg) => {
+      if (arg.startsWith('-') && arg !== '-' && !/^-\d/.test(arg)) {
+        unknown.push(arg);
+        return false;
+      }
+      return true;
+    },
+  });
+  if (unknown.length > 0) throw new UsageError(`unknown option ${unknown[0]}; see qgreyd --help`);
+  if (a.help) return { kind: 'help' };
+  if (a.version) return { kind: 'version' };
+
+  const num: Record<string, number> = { s: 10, t: 7, g: 12, m: 5 };
+  for (const [flag, name, unit, , allowZero] of NUMERIC) {
+    const raw = last(a[flag]);
+    if (raw === undefined) continue;
+    const v = raw.trim() === '' ? NaN : Number(raw);
+    if (!Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
+      throw new UsageError(`-${flag} (--${name}): ${JSON.stringify(raw)} is not a ${allowZero ? '' : 'positive '}number of ${unit}; give e.g. -${flag} ${num[flag]}`);
+    }
+    num[flag] = v;
+  }
+  if (num.g * 60 <= num.m) {
+    throw new UsageError(`-g ${num.g} hours is not longer than -m ${num.m} minutes, so no retry could ever pass; make the grey window longer than the minimum resend time`);
+  }
+  const user = last(a.u);
+  if (user !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(user)) {
+    throw new UsageError(`-u (--user): ${JSON.stringify(user)} is not a user name`);
+  }
+  const whitelist = last(a.w);
+  if (whitelist !== undefined && whitelist === '') throw new UsageError('-w (--whitelist): needs a file name');
+
+  const pos = a._.map(String);
+  if (pos.length > 2) throw new UsageError(`too many arguments (${pos.slice(2).join(' ')}); expected [ipaddr[:port] [statedir]]`);
+  const { host, port } = parseListen(pos[0] ?? '');
+  const stateDir = pos[1] ?? DEFAULT_STATE;
+  if (stateDir === '') throw new UsageError('statedir: an empty path; give a directory');
+
+  return {
+    kind: 'run',
+    options: {
+      debug: Boolean(a.d),
+      user: user ?? null,
+      whitelist: whitelist ?? null,
+      sweepMinutes: num.s,
+      timeoutDays: num.t,
+      greyHours: num.g,
+      minResendMinutes: num.m,
+      sync: Boolean(a.sync),
+      host,
+      port,
+      stateDir,
+    },
+  };
+}
+
+function last(v: unknown): string | undefined {
+  if (Array.isArray(v)) return last(v[v.length - 1]);
+  if (v === undefined || v === null) return undefined;
+  return String(v);
+}
+
+/** ipaddr[:port]: "", ":", "127.0.0.1", "127.0.0.1:2000", ":2000", "::1", "[::1]", "[::1]:2000". */
+export function parseListen(text: string): { host: string; port: number } {
+  let host: string;
+  let portText = '';
+  const bracket = /^\[([^\]]*)\](?::(.*))?$/.exec(text);
+  if (bracket) {
+    host = bracket[1];
+    portText = bracket[2] ?? '';
+  } else if ((text.match(/:/g) ?? []).length > 1) {
+    host = text;
+  } else {
+    const colon = text.indexOf(':');
+    host = colon >= 0 ? text.slice(0, colon) : text;
+    portText = colon >= 0 ? text.slice(colon + 1) : '';
+  }
+  if (host === '') host = DEFAULT_HOST;
+  if (isIP(host) === 0) {
+    throw new UsageError(`ipaddr: ${JSON.stringify(host)} is not an IPv4 or IPv6 address; give e.g. 127.0.0.1, 127.0.0.1:1999 or [::1]:1999`);
+  }
+  let port = DEFAULT_PORT;
+  if (portText !== '') {
+    if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
+      throw new UsageError(`port: ${JSON.stringify(portText)} is not a port number (0 to 65535)`);
+    }
+    port = Number(portText);
+  }
+  return { host, port };
+}

@@ -1,0 +1,161 @@
+#!/usr/bin/env node
+// qgreyd: the greylisting daemon. Runs in the foreground, logs to stdout; exit 100 for a
+// permanent (usage or configuration) error, 111 for a temporary one.
+import { accessSync, constants, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Greylist } from '../greylist.js';
+import { LineWriter, quoted } from '../log.js';
+import { settingsFrom } from '../policy.js';
+import { Server } from '../server.js';
+import { Store, StoreError } from '../store.js';
+import { Whitelist, WhitelistError } from '../whitelist.js';
+import { parseArgs, USAGE, UsageError, type Options } from './args.js';
+import { dropPrivileges, lookupUser, prepareStateDir, type Account } from './privileges.js';
+
+export const EXIT_PERMANENT = 100;
+export const EXIT_TEMPORARY = 111;
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`qgreyd: ${message}\n`);
+  process.exit(code);
+}
+
+async function main(argv: string[]): Promise<void> {
+  let options: Options;
+  try {
+    const parsed = parseArgs(argv);
+    if (parsed.kind === 'help') {
+      process.stdout.write(USAGE + '\n');
+      return;
+    }
+    if (parsed.kind === 'version') {
+      process.stdout.write(`qgreyd ${version()}\n`);
+      return;
+    }
+    options = parsed.options;
+  } catch (e) {
+    if (e instanceof UsageError) fail(e.message, EXIT_PERMANENT);
+    throw e;
+  }
+
+  const log = new LineWriter();
+  let whitelist = Whitelist.empty();
+  let account: Account | null = null;
+  try {
+    if (options.whitelist !== null) whitelist = Whitelist.load(options.whitelist);
+    if (options.user !== null) {
+      account = lookupUser(options.user);
+      if (process.getuid?.() !== 0) throw new UsageError(`-u ${options.user}: only root can change user; run qgreyd as root, or leave out -u`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof WhitelistError) fail(e.message, EXIT_PERMANENT);
+    throw e;
+  }
+
+  const settings = settingsFrom(options.timeoutDays, options.greyHours, options.minResendMinutes);
+  // bind first (a port below 1024 needs root), then drop privileges, then open the store as
+  // the user who will own its files
+  const server = new Server({ host: options.host, port: options.port, debug: options.debug, log });
+  let bound: { address: string; port: number };
+  try {
+    bound = await server.listen();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const where = `${options.host}:${options.port}`;
+    if (err.code === 'EADDRINUSE') fail(`cannot listen on ${where}: address in use (another qgreyd or greydaemon running?)`, EXIT_TEMPORARY);
+    if (err.code === 'EACCES') fail(`cannot listen on ${where}: permission denied (ports below 1024 need root; use -u to drop privileges after binding)`, EXIT_PERMANENT);
+    if (err.code === 'EADDRNOTAVAIL') fail(`cannot listen on ${where}: that address is not on this host`, EXIT_PERMANENT);
+    fail(`cannot listen on ${where}: ${err.message}`, EXIT_TEMPORARY);
+  }
+
+  try {
+    if (account) {
+      prepareStateDir(options.stateDir, account);
+      dropPrivileges(account);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) fail(e.message, EXIT_PERMANENT);
+    throw e;
+  }
+
+  let store: Store;
+  try {
+    store = await Store.open(options.stateDir, { sync: options.sync });
+  } catch (e) {
+    if (e instanceof StoreError) {
+      const who = account ? ` (running as ${account.name})` : '';
+      fail(e.message + who, e.temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
+    }
+    throw e;
+  }
+  const gl = new Greylist(store, settings, whitelist);
+  server.attach(gl);
+
+  const listen = bound.address.includes(':') ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
+  log.line(
+    `start version=${version()} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
+      `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
+      `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'}`,
+  );
+  if (account && options.whitelist !== null) {
+    try {
+      accessSync(options.whitelist, constants.R_OK);
+    } catch {
+      log.line(`warning whitelist=${options.whitelist} is not readable by ${account.name}; SIGHUP reloads will fail until it is`);
+    }
+  }
+
+  const sweepTimer = setInterval(() => {
+    gl.sweep().then(
+      (r) => log.line(`sweep scanned=${r.scanned} deleted=${r.deleted} ms=${r.ms}`),
+      (e: Error) => log.line(`error sweep ${quoted(e.message)}`),
+    );
+  }, options.sweepMinutes * 60_000);
+
+  process.on('SIGHUP', () => {
+    if (options.whitelist === null) {
+      log.line('whitelist reload skipped: no -w file');
+      return;
+    }
+    try {
+      gl.whitelist = Whitelist.load(options.whitelist);
+      log.line(`whitelist reloaded file=${options.whitelist} entries=${gl.whitelist.size}`);
+    } catch (e) {
+      log.line(`error whitelist reload failed, keeping the old list (${gl.whitelist.size} entries): ${quoted((e as Error).message)}`);
+    }
+  });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.line(`stop signal=${signal}`);
+    clearInterval(sweepTimer);
+    void (async () => {
+      await server.close();
+      await gl.stop();
+      await store.close();
+      const c = server.counters;
+      log.line(`stopped received=${c.received} replied=${c.replied} malformed=${c.malformed} store-errors=${c.storeErrors}`);
+      log.flush();
+      process.exit(0);
+    })();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('uncaughtException', (e) => {
+    log.line(`fatal ${quoted(e.stack ?? String(e))}`);
+    log.flush();
+    process.exit(EXIT_TEMPORARY);
+  });
+  if (options.debug) log.line(`debug state=${resolve(options.stateDir)} settings=${JSON.stringify(settings)}`);
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  fail(`unexpected error: ${(e as Error).stack ?? String(e)}`, EXIT_TEMPORARY);
+});

@@ -1,0 +1,202 @@
+// The decision queue. Requests are decided strictly in arrival order, in batches: every
+// datagram that arrived during one event-loop turn is decided against the store (plus the
+// batch's own earlier changes), the batch's changes are written to LevelDB in one atomic
+// write (a group commit), and only then are the replies released. Other work that touches
+// the store (the expiry sweep, admin changes) runs between batches, never inside one.
+import { decide, isDeadIp, isDeadTriplet, tripletKeys, type Decision, type RecordView, type Settings } from './policy.js';
+import type { Request } from './protocol.js';
+import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
+import type { Whitelist, WhitelistEntry } from './whitelist.js';
+
+export type Result =
+  | { kind: 'decision'; decision: Decision; whitelistEntry?: WhitelistEntry }
+  | { kind: 'malformed'; error: string }
+  | { kind: 'store-error'; error: string };
+
+type Done = (r: Result) => void;
+interface PendingRequest {
+  req: Request;
+  done: Done;
+}
+interface PendingTask {
+  task: () => Promise<void>;
+}
+type Pending = PendingRequest | PendingTask;
+
+export interface SweepReport {
+  scanned: number;
+  deleted: number;
+  ms: number;
+}
+
+export class Greylist {
+  private queue: Pending[] = [];
+  private running = false;
+  private idleWaiters: Array<() => void> = [];
+  private sweeping: Promise<SweepReport> | null = null;
+  private stopping = false;
+
+  constructor(
+    readonly store: Store,
+    public settings: Settings,
+    public whitelist: Whitelist,
+    readonly clock: () => number = unixNow,
+  ) {}
+
+  /** Queue a request; `done` is called once its decision is stored (or could not be). */
+  submit(req: Request, done: Done): void {
+    this.queue.push({ req, done });
+    this.kick();
+  }
+
+  decideAsync(req: Request): Promise<Result> {
+    return new Promise((resolve) => this.submit(req, resolve));
+  }
+
+  /** Run work that reads or changes the store between batches, alone. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ task: () => fn().then(resolve, reject) });
+      this.kick();
+    });
+  }
+
+  /** Resolves when everything queued so far has been handled. */
+  idle(): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private kick(): void {
+    if (this.running) return;
+    this.running = true;
+    // let the rest of this turn's datagrams join the batch
+    setImmediate(() => void this.drain());
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const first = this.queue[0];
+      if ('task' in first) {
+        this.queue.shift();
+        await first.task().catch(() => undefined);
+        continue;
+      }
+      let n = 0;
+      while (n < this.queue.length && 'req' in this.queue[n]) n++;
+      const batch = this.queue.splice(0, n) as PendingRequest[];
+      await this.runBatch(batch);
+    }
+    this.running = false;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private async runBatch(batch: PendingRequest[]): Promise<void> {
+    const now = this.clock();
+    const results = new Array<Result>(batch.length);
+    try {
+      // the IPs' records first: a known-good IP needs nothing else
+      const listed = batch.map((p) => this.whitelist.match(p.req.ip));
+      const ipKeys: string[] = [];
+      for (let i = 0; i < batch.length; i++) if (!listed[i]) ipKeys.push(ipKey(batch[i].req.ip));
+      const ipVals = await this.store.get(ipKeys);
+      const known = new Map<string, number | undefined>();
+      ipKeys.forEach((k, i) => known.set(k, ipVals[i]));
+
+      const gKeys: string[] = [];
+      for (let i = 0; i < batch.length; i++) {
+        const req = batch[i].req;
+        if (listed[i] || 'error' in req.tail) continue;
+        const lg = known.get(ipKey(req.ip));
+        if (lg !== undefined && lg > now - this.settings.timeout) continue;
+        for (const k of tripletKeys(req.ip, req.tail)) gKeys.push(tripletDbKey(k));
+      }
+      const gVals = await this.store.get(gKeys);
+      const seen = new Map<string, number | undefined>();
+      gKeys.forEach((k, i) => seen.set(k, gVals[i]));
+
+      // decide in order; later requests of the batch see earlier ones' changes
+      const view: RecordView = {
+        lastGood: (ip) => known.get(ipKey(ip)),
+        firstSeen: (key) => seen.get(tripletDbKey(key)),
+      };
+      const writes = new Map<string, number>();
+      for (let i = 0; i < batch.length; i++) {
+        const out = decide(batch[i].req, listed[i] !== undefined, view, now, this.settings);
+        if ('malformed' in out) {
+          results[i] = { kind: 'malformed', error: out.malformed };
+          continue;
+        }
+        if (out.knownGood !== undefined) {
+          const k = ipKey(batch[i].req.ip);
+          known.set(k, out.knownGood);
+          writes.set(k, out.knownGood);
+        }
+        for (const [key, t] of out.triplets) {
+          const k = tripletDbKey(key);
+          seen.set(k, t);
+          writes.set(k, t);
+        }
+        results[i] = { kind: 'decision', decision: out, whitelistEntry: listed[i] };
+      }
+      await this.store.write([...writes]);
+    } catch (e) {
+      const error = (e as Error).message ?? String(e);
+      for (let i = 0; i < batch.length; i++) {
+        if (results[i]?.kind !== 'malformed') results[i] = { kind: 'store-error', error };
+      }
+    }
+    for (let i = 0; i < batch.length; i++) batch[i].done(results[i]);
+  }
+
+  /** Delete dead records (PROTOCOL.md, Expiry), a chunk at a time, without stalling requests:
+   *  each chunk is read from a snapshot, then deleted between batches after checking that the
+   *  record is still the dead one that was read. */
+  sweep(chunk = 500): Promise<SweepReport> {
+    this.sweeping ??= this.runSweep(chunk).finally(() => {
+      this.sweeping = null;
+    });
+    return this.sweeping;
+  }
+
+  private async runSweep(chunk: number): Promise<SweepReport> {
+    const started = Date.now();
+    let scanned = 0;
+    let deleted = 0;
+    for (const [prefix, dead] of [
+      [TRIPLET_PREFIX, isDeadTriplet],
+      [IP_PREFIX, isDeadIp],
+    ] as const) {
+      for await (const records of this.store.scan(prefix, { chunk })) {
+        if (this.stopping) break;
+        scanned += records.length;
+        const now = this.clock();
+        const candidates = records.filter((r) => dead(r.time, now, this.settings));
+        if (candidates.length === 0) continue;
+        deleted += await this.exclusive(async () => {
+          const current = await this.store.get(candidates.map((c) => c.key));
+          const ops: Array<[string, null]> = [];
+          candidates.forEach((c, i) => {
+            if (current[i] === c.time) ops.push([c.key, null]);
+          });
+          await this.store.write(ops);
+          return ops.length;
+        });
+      }
+    }
+    return { scanned, deleted, ms: Date.now() - started };
+  }
+
+  /** Finish what is queued, abandon a running sweep; the store stays open. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.sweeping?.catch(() => undefined);
+    await this.idle();
+  }
+}
+
+export function unixNow(): number {
+  return Math.floor(Date.now() / 1000);
+}

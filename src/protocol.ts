@@ -1,0 +1,188 @@
+// The wire format of PROTOCOL.md: request bytes -> fields, verdict -> two reply bytes.
+// No I/O here. Bytes are decoded as latin1 so that every byte survives as one char:
+// the reference (Perl) treats addresses as bytes, and so do we.
+import { isIP } from 'node:net';
+
+/** The most recipients one request may carry. qmail-smtpd caps a request at ~2000 bytes,
+ *  so a real request never comes near this; a datagram with more is treated as malformed. */
+export const MAX_RECIPIENTS = 1000;
+/** The largest UDP payload over IPv4; anything we are handed is at most this. */
+export const MAX_DATAGRAM = 65507;
+
+/** A request whose first field was an IP. `tail` is either the sender and recipients or,
+ *  when they do not follow the format, why not. Whether a bad tail makes the whole request
+ *  malformed depends on the IP (whitelisted and known-good IPs never look at it), which is a
+ *  policy question, so the decoder reports it rather than deciding it. */
+export interface Request {
+  /** normalised client IP: IPv4 dotted quad, or IPv6 in canonical lower-case form */
+  ip: string;
+  family: 4 | 6;
+  tail: Envelope | { error: string };
+}
+
+export interface Envelope {
+  /** envelope sender without the leading 'F', as received (may be empty) */
+  sender: string;
+  /** recipients without the leading 'T', as received */
+  recipients: string[];
+}
+
+export type Decoded = { ok: true; request: Request } | { ok: false; error: string };
+
+const NUL = 0;
+
+export function decodeRequest(buf: Uint8Array): Decoded {
+  if (buf.length === 0) return { ok: false, error: 'empty datagram' };
+  if (buf.length > MAX_DATAGRAM) return { ok: false, error: `datagram of ${buf.length} bytes is too long` };
+  const fields: string[] = [];
+  let start = 0;
+  for (let i = 0; i < buf.length; i++) {
+    if (buf[i] === NUL) {
+      fields.push(latin1(buf, start, i));
+      start = i + 1;
+      if (fields.length > MAX_RECIPIENTS + 2 && !onlyNuls(buf, start)) {
+        return { ok: false, error: `more than ${MAX_RECIPIENTS} recipients` };
+      }
+    }
+  }
+  // A last field without its NUL (a truncated datagram) still counts, as with Perl's split.
+  if (start < buf.length && !onlyNuls(buf, start)) fields.push(latin1(buf, start, buf.length));
+  while (fields.length > 0 && fields[fields.length - 1] === '') fields.pop();
+
+  if (fields.length === 0) return { ok: false, error: 'no fields' };
+  if (fields.length - 2 > MAX_RECIPIENTS) return { ok: false, error: `more than ${MAX_RECIPIENTS} recipients` };
+  const first = fields[0];
+  if (first.charCodeAt(0) !== 0x49 /* I */) return { ok: false, error: 'first field does not start with I' };
+  const ip = normaliseIp(first.slice(1));
+  if (ip === null) return { ok: false, error: 'client IP is not an IPv4 or IPv6 address' };
+  return { ok: true, request: { ip: ip.ip, family: ip.family, tail: decodeTail(fields) } };
+}
+
+function decodeTail(fields: string[]): Envelope | { error: string } {
+  if (fields.length < 2) return { error: 'no sender field' };
+  const f = fields[1];
+  if (f.charCodeAt(0) !== 0x46 /* F */) return { error: 'second field does not start with F' };
+  const recipients: string[] = [];
+  for (let i = 2; i < fields.length; i++) {
+    const t = fields[i];
+    if (t.charCodeAt(0) !== 0x54 /* T */) {
+      return { error: t === '' ? `field ${i + 1} is empty` : `field ${i + 1} does not start with T` };
+    }
+    recipients.push(t.slice(1));
+  }
+  return { sender: f.slice(1), recipients };
+}
+
+function onlyNuls(buf: Uint8Array, from: number): boolean {
+  for (let i = from; i < buf.length; i++) if (buf[i] !== NUL) return false;
+  return true;
+}
+
+function latin1(buf: Uint8Array, from: number, to: number): string {
+  return Buffer.from(buf.buffer, buf.byteOffset + from, to - from).toString('latin1');
+}
+
+/** Canonical text of an IP address, or null. IPv4-mapped IPv6 (::ffff:a.b.c.d) is the IPv4
+ *  host it names, so it greylists and whitelists as that host. */
+export function normaliseIp(text: string): { ip: string; family: 4 | 6 } | null {
+  const kind = isIP(text);
+  if (kind === 4) return { ip: text, family: 4 };
+  if (kind !== 6) return null;
+  const canon = canonicalIpv6(text);
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(canon);
+  if (mapped) return { ip: mapped[1], family: 4 };
+  return { ip: canon, family: 6 };
+}
+
+/** RFC 5952 text for an IPv6 address that isIP() already accepted. */
+export function canonicalIpv6(text: string): string {
+  const groups = ipv6Groups(text);
+  // an embedded IPv4 tail is kept for the mapped form only
+  if (groups[0] === 0 && groups[1] === 0 && groups[2] === 0 && groups[3] === 0 && groups[4] === 0 && groups[5] === 0xffff) {
+    return `::ffff:${groups[6] >> 8}.${groups[6] & 255}.${groups[7] >> 8}.${groups[7] & 255}`;
+  }
+  let bestStart = -1, bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) { bestStart = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
+
+/** The eight 16-bit groups of an IPv6 address that isIP() already accepted. */
+export function ipv6Groups(text: string): number[] {
+  let s = text.toLowerCase();
+  const pct = s.indexOf('%');
+  if (pct >= 0) s = s.slice(0, pct);
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number);
+    s = s.slice(0, v4.index) + ((a << 8) | b).toString(16) + ':' + ((c << 8) | d).toString(16);
+  }
+  const halves = s.split('::');
+  const head = halves[0] === '' ? [] : halves[0].split(':');
+  const tail = halves.length > 1 ? (halves[1] === '' ? [] : halves[1].split(':')) : [];
+  const zeros = new Array<string>(8 - head.length - tail.length).fill('0');
+  return [...head, ...(halves.length > 1 ? zeros : []), ...tail].map((g) => parseInt(g, 16));
+}
+
+/** The verdicts of PROTOCOL.md, "Reply". */
+export const Verdict = {
+  Whitelisted: 'whitelisted',
+  KnownGood: 'known-good',
+  Passed: 'passed',
+  VerpBounce: 'verp-bounce',
+  New: 'new',
+  TooSoon: 'too-soon',
+  TooLate: 'too-late',
+} as const;
+export type Verdict = (typeof Verdict)[keyof typeof Verdict];
+
+const REPLY_BYTES: Record<Verdict, readonly [number, number]> = {
+  'whitelisted': [1, 1],
+  'known-good': [1, 2],
+  'passed': [1, 3],
+  'verp-bounce': [1, 4],
+  'new': [0, 1],
+  'too-soon': [0, 2],
+  'too-late': [0, 3],
+};
+
+const REPLY_BUFFERS = Object.fromEntries(
+  Object.entries(REPLY_BYTES).map(([v, b]) => [v, Buffer.from(b)]),
+) as Record<Verdict, Buffer>;
+
+/** The two reply bytes. The buffers are shared and must not be modified. */
+export function encodeReply(v: Verdict): Buffer {
+  return REPLY_BUFFERS[v];
+}
+
+/** "00:01" as logged. */
+export function replyText(v: Verdict): string {
+  const [a, b] = REPLY_BYTES[v];
+  return `0${a}:0${b}`;
+}
+
+export function isAccept(v: Verdict): boolean {
+  return REPLY_BYTES[v][0] !== 0;
+}
+
+/** Inverse of encodeReply, for clients (qgreyctl query, tests). */
+export function decodeReply(buf: Uint8Array): Verdict | null {
+  if (buf.length !== 2) return null;
+  for (const [v, b] of Object.entries(REPLY_BYTES) as [Verdict, readonly [number, number]][]) {
+    if (b[0] === buf[0] && b[1] === buf[1]) return v;
+  }
+  return null;
+}
+
+/** Build a request datagram (for clients and tests): what qmail-smtpd sends. */
+export function encodeRequest(ip: string, sender: string, recipients: readonly string[]): Buffer {
+  const parts = ['I' + ip, 'F' + sender, ...recipients.map((r) => 'T' + r)];
+  return Buffer.from(parts.join('\0') + '\0\0', 'latin1');
+}

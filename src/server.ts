@@ -1,0 +1,130 @@
+// The UDP side: the dgram socket, decoding, handing requests to the decision queue, replies
+// and the decision log.
+import dgram from 'node:dgram';
+import { isIP } from 'node:net';
+import type { Greylist, Result } from './greylist.js';
+import { escapeField, LineWriter, quoted } from './log.js';
+import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';
+
+/** Recipients shown in one log line; the rest are counted. */
+const LOG_RECIPIENTS = 50;
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+  debug: boolean;
+  log: LineWriter;
+}
+
+export class Server {
+  private socket: dgram.Socket | null = null;
+  private inFlight = 0;
+  private drained: Array<() => void> = [];
+  counters = { received: 0, malformed: 0, replied: 0, storeErrors: 0 };
+  private greylist: Greylist | null = null;
+  /** datagrams that arrived between binding and attach(): start-up opens the store only
+   *  after binding and dropping privileges */
+  private early: Array<[Buffer, dgram.RemoteInfo]> = [];
+
+  constructor(private readonly opts: ServerOptions) {}
+
+  /** Start deciding, beginning with what arrived since listen(). */
+  attach(greylist: Greylist): void {
+    this.greylist = greylist;
+    const early = this.early;
+    this.early = [];
+    for (const [msg, rinfo] of early) this.onMessage(msg, rinfo);
+  }
+
+  /** Binds the socket; rejects with the socket error (EADDRINUSE, EACCES, ...). */
+  listen(): Promise<{ address: string; port: number }> {
+    const type = isIP(this.opts.host) === 6 ? 'udp6' : 'udp4';
+    const socket = dgram.createSocket({ type, ipv6Only: type === 'udp6' });
+    this.socket = socket;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      socket.once('error', onError);
+      socket.bind(this.opts.port, this.opts.host, () => {
+        socket.off('error', onError);
+        socket.on('error', (err) => this.opts.log.line(`error socket ${quoted(err.message)}`));
+        socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+        const a = socket.address();
+        resolve({ address: a.address, port: a.port });
+      });
+    });
+  }
+
+  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const greylist = this.greylist;
+    if (greylist === null) {
+      if (this.early.length < 10_000) this.early.push([msg, rinfo]);
+      return;
+    }
+    this.counters.received++;
+    const client = isIP(rinfo.address) === 6 ? `[${rinfo.address}]:${rinfo.port}` : `${rinfo.address}:${rinfo.port}`;
+    const decoded = decodeRequest(msg);
+    if (!decoded.ok) {
+      this.malformed(client, msg, decoded.error);
+      return;
+    }
+    const req = decoded.request;
+    this.inFlight++;
+    greylist.submit(req, (result) => {
+      this.answer(client, rinfo, msg, req, result);
+      if (--this.inFlight === 0) {
+        const d = this.drained;
+        this.drained = [];
+        for (const f of d) f();
+      }
+    });
+  }
+
+  private answer(client: string, rinfo: dgram.RemoteInfo, msg: Buffer, req: Request, result: Result): void {
+    if (result.kind === 'malformed') {
+      this.malformed(client, msg, result.error, req.ip);
+      return;
+    }
+    const verdict = result.kind === 'decision' ? result.decision.verdict : Verdict.Passed;
+    this.socket?.send(encodeReply(verdict), rinfo.port, rinfo.address);
+    this.counters.replied++;
+    let line = `client=${client} ip=${req.ip}`;
+    if (!('error' in req.tail)) {
+      const rc = req.tail.recipients;
+      const shown = rc.slice(0, LOG_RECIPIENTS).map((r) => `<${escapeField(r)}>`).join(',');
+      const more = rc.length > LOG_RECIPIENTS ? `,+${rc.length - LOG_RECIPIENTS}` : '';
+      line += ` from=<${escapeField(req.tail.sender)}> to=${shown}${more}`;
+    }
+    line += ` reply=${replyText(verdict)} reason=${result.kind === 'decision' ? verdict : 'store-error'}`;
+    if (result.kind === 'decision' && result.whitelistEntry) {
+      line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
+    }
+    if (result.kind === 'store-error') {
+      this.counters.storeErrors++;
+      line += ` error=${quoted(result.error)}`;
+    }
+    this.opts.log.line(line);
+    if (this.opts.debug && result.kind === 'decision') {
+      for (const d of result.decision.detail) {
+        this.opts.log.line(`debug client=${client} triplet=<${escapeField(d.key)}> outcome=${d.outcome} age=${d.age ?? '-'}`);
+      }
+    }
+  }
+
+  private malformed(client: string, msg: Buffer, error: string, ip?: string): void {
+    this.counters.malformed++;
+    this.opts.log.line(`client=${client}${ip ? ` ip=${ip}` : ''} reply=none reason=malformed bytes=${msg.length} detail=${quoted(error)}`);
+    if (this.opts.debug) {
+      this.opts.log.line(`debug client=${client} datagram=${msg.subarray(0, 64).toString('hex')}${msg.length > 64 ? '...' : ''}`);
+    }
+  }
+
+  /** Stop taking datagrams, and resolve once those already taken are answered. */
+  async close(): Promise<void> {
+    const socket = this.socket;
+    if (!socket) return;
+    socket.removeAllListeners('message');
+    if (this.inFlight > 0) await new Promise<void>((r) => this.drained.push(r));
+    this.socket = null;
+    await new Promise<void>((r) => socket.close(() => r()));
+  }
+}

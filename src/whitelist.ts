@@ -1,0 +1,169 @@
+// The whitelist file of PROTOCOL.md: IPv4 (reference forms and CIDR) and IPv6 ranges.
+// Matching looks up one hash table per distinct prefix length in the file, so its cost does
+// not grow with the number of entries.
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { ipv6Groups, normaliseIp } from './protocol.js';
+
+export interface WhitelistEntry {
+  file: string;
+  line: number;
+  /** the line's text without comment and surrounding blanks */
+  text: string;
+  family: 4 | 6;
+  prefix: number;
+}
+
+export class WhitelistError extends Error {
+  readonly code = 'QGREYD_BAD_WHITELIST';
+}
+
+export class Whitelist {
+  /** prefix length -> network -> entry; prefix lengths longest first */
+  private v4 = new Map<number, Map<number, WhitelistEntry>>();
+  private v6 = new Map<number, Map<bigint, WhitelistEntry>>();
+  private v4Prefixes: number[] = [];
+  private v6Prefixes: number[] = [];
+  readonly entries: WhitelistEntry[] = [];
+
+  constructor(readonly file: string | null = null) {}
+
+  static empty(): Whitelist {
+    return new Whitelist(null);
+  }
+
+  /** Reads and parses a file; throws WhitelistError naming file:line for a bad line. */
+  static load(file: string): Whitelist {
+    let text: string;
+    try {
+      text = readFileSync(file, 'latin1');
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new WhitelistError(`whitelist ${file}: cannot read it (${err.code ?? err.message}); give a readable file with -w`);
+    }
+    return Whitelist.parse(text, file);
+  }
+
+  static parse(text: string, file: string): Whitelist {
+    const wl = new Whitelist(file);
+    const lines = text.split('\n');
+    for (let i = 0; i < lines.length; i++) {
+      const hash = lines[i].indexOf('#');
+      const body = (hash >= 0 ? lines[i].slice(0, hash) : lines[i]).trim();
+      if (body === '') continue;
+      const range = parseRange(body);
+      if (typeof range === 'string') {
+        throw new WhitelistError(`whitelist ${file}:${i + 1}: ${JSON.stringify(body)} ${range}`);
+      }
+      wl.add({ file, line: i + 1, text: body, family: range.family, prefix: range.prefix }, range.network);
+    }
+    return wl;
+  }
+
+  get size(): number {
+    return this.entries.length;
+  }
+
+  private add(entry: WhitelistEntry, network: number | bigint): void {
+    this.entries.push(entry);
+    if (entry.family === 4) {
+      let m = this.v4.get(entry.prefix);
+      if (!m) {
+        this.v4.set(entry.prefix, (m = new Map()));
+        this.v4Prefixes = [...this.v4.keys()].sort((a, b) => b - a);
+      }
+      if (!m.has(network as number)) m.set(network as number, entry);
+    } else {
+      let m = this.v6.get(entry.prefix);
+      if (!m) {
+        this.v6.set(entry.prefix, (m = new Map()));
+        this.v6Prefixes = [...this.v6.keys()].sort((a, b) => b - a);
+      }
+      if (!m.has(network as bigint)) m.set(network as bigint, entry);
+    }
+  }
+
+  /** The most specific entry containing the address, if any. `ip` is any IP text. */
+  match(ip: string): WhitelistEntry | undefined {
+    if (this.entries.length === 0) return undefined;
+    const n = normaliseIp(ip);
+    if (n === null) return undefined;
+    if (n.family === 4) {
+      if (this.v4Prefixes.length === 0) return undefined;
+      const addr = ipv4ToInt(n.ip);
+      for (const p of this.v4Prefixes) {
+        const e = this.v4.get(p)!.get(maskV4(addr, p));
+        if (e) return e;
+      }
+      return undefined;
+    }
+    if (this.v6Prefixes.length === 0) return undefined;
+    const addr = ipv6ToBigInt(n.ip);
+    for (const p of this.v6Prefixes) {
+      const e = this.v6.get(p)!.get(maskV6(addr, p));
+      if (e) return e;
+    }
+    return undefined;
+  }
+}
+
+type Range = { family: 4; prefix: number; network: number } | { family: 6; prefix: number; network: bigint };
+
+/** A range, or what is wrong with the text. */
+export function parseRange(body: string): Range | string {
+  if (/\s/.test(body)) return 'has more than one word; put one address or range on a line';
+  // the reference forms: 1 to 4 dotted decimal octets mean /8, /16, /24, /32
+  if (/^\d+(\.\d+){0,3}$/.test(body)) {
+    const octets = body.split('.').map(Number);
+    if (octets.some((o) => o > 255)) return 'has an octet above 255';
+    while (octets.length < 4) {
+      octets.push(0);
+    }
+    const prefix = body.split('.').length * 8;
+    return { family: 4, prefix, network: maskV4(octetsToInt(octets), prefix) };
+  }
+  const slash = body.indexOf('/');
+  const addr = slash >= 0 ? body.slice(0, slash) : body;
+  const bits = slash >= 0 ? body.slice(slash + 1) : null;
+  const kind = isIP(addr);
+  if (kind === 0) return 'is not an IPv4 or IPv6 address or range (forms: 192.0.2.7, 192.0.2, 192.0, 192, 198.51.100.0/22, 2001:db8::1, 2001:db8::/32)';
+  const max = kind === 4 ? 32 : 128;
+  let prefix = max;
+  if (bits !== null) {
+    if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) return `has a prefix length that is not 0 to ${max}`;
+    prefix = Number(bits);
+  }
+  if (kind === 4) return { family: 4, prefix, network: maskV4(ipv4ToInt(addr), prefix) };
+  const n = normaliseIp(addr)!;
+  if (n.family === 4) {
+    // ::ffff:a.b.c.d/n names IPv4 hosts; clients are matched as IPv4 too
+    if (prefix < 96) return 'is an IPv4-mapped range shorter than /96; write the IPv4 range instead';
+    return { family: 4, prefix: prefix - 96, network: maskV4(ipv4ToInt(n.ip), prefix - 96) };
+  }
+  return { family: 6, prefix, network: maskV6(ipv6ToBigInt(n.ip), prefix) };
+}
+
+function octetsToInt(o: number[]): number {
+  return ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) >>> 0;
+}
+
+export function ipv4ToInt(ip: string): number {
+  return octetsToInt(ip.split('.').map(Number));
+}
+
+function maskV4(addr: number, prefix: number): number {
+  if (prefix === 0) return 0;
+  return (addr & (0xffffffff << (32 - prefix))) >>> 0;
+}
+
+export function ipv6ToBigInt(ip: string): bigint {
+  let n = 0n;
+  for (const g of ipv6Groups(ip)) n = (n << 16n) | BigInt(g);
+  return n;
+}
+
+const ALL128 = (1n << 128n) - 1n;
+function maskV6(addr: bigint, prefix: number): bigint {
+  if (prefix === 0) return 0n;
+  return addr & (ALL128 ^ ((1n << BigInt(128 - prefix)) - 1n));
+}

@@ -1,0 +1,128 @@
+// Shared test helpers: spawn the built daemon on an ephemeral port and speak UDP to it.
+import { spawn, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { encodeRequest } from '../src/protocol.js';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const QGREYD = join(ROOT, 'dist', 'src', 'cli', 'qgreyd.js');
+
+export function tempDir(prefix = 'qgreyd-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export interface Daemon {
+  proc: ChildProcess;
+  port: number;
+  host: string;
+  /** every stdout line so far */
+  lines: string[];
+  stderr: () => string;
+  /** resolves with the first line matching, waiting up to ms */
+  waitForLine(re: RegExp, ms?: number): Promise<string>;
+  /** SIGTERM and wait; resolves with the exit code */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts qgreyd with args (listen address and state dir included) and waits for its start line. */
+export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Daemon> {
+  const proc = spawn(process.execPath, [QGREYD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+  const lines: string[] = [];
+  let err = '';
+  let partial = '';
+  const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
+  proc.stdout!.setEncoding('latin1');
+  proc.stdout!.on('data', (chunk: string) => {
+    partial += chunk;
+    const parts = partial.split('\n');
+    partial = parts.pop()!;
+    for (const l of parts) {
+      lines.push(l);
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        if (waiters[i].re.test(l)) {
+          waiters[i].resolve(l);
+          waiters.splice(i, 1);
+        }
+      }
+    }
+  });
+  proc.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+    proc.on('exit', (code, signal) => res({ code, signal })),
+  );
+  const waitForLine = (re: RegExp, ms = 10_000) =>
+    new Promise<string>((res, rej) => {
+      const found = lines.find((l) => re.test(l));
+      if (found) return res(found);
+      const t = setTimeout(() => rej(new Error(`no line matching ${re} within ${ms} ms; stdout: ${lines.join('\n')} stderr: ${err}`)), ms);
+      waiters.push({ re, resolve: (l) => (clearTimeout(t), res(l)) });
+      void exited.then(() => setTimeout(() => rej(new Error(`daemon exited before ${re}; stdout: ${lines.join('\n')} stderr: ${err}`)), 50));
+    });
+  const start = await waitForLine(/^start /);
+  const m = /listen=\[?([^\]\s]*?)\]?:(\d+) /.exec(start);
+  if (!m) throw new Error(`cannot read the port from: ${start}`);
+  return {
+    proc,
+    host: m[1],
+    port: Number(m[2]),
+    lines,
+    stderr: () => err,
+    waitForLine,
+    exited,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      proc.kill(signal);
+      return (await exited).code;
+    },
+  };
+}
+
+/** Runs qgreyd expecting it to exit; resolves with code and output. */
+export function runDaemon(args: string[], ms = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((res, rej) => {
+    const proc = spawn(process.execPath, [QGREYD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const t = setTimeout(() => {
+      proc.kill('SIGKILL');
+      rej(new Error(`qgreyd ${args.join(' ')} did not exit within ${ms} ms; stdout: ${stdout}`));
+    }, ms);
+    proc.on('exit', (code) => {
+      clearTimeout(t);
+      res({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Sends one datagram and resolves with the reply as hex ("0001"), or null after timeoutMs. */
+export function sendRaw(port: number, msg: Buffer, host = '127.0.0.1', timeoutMs = 2000): Promise<string | null> {
+  return new Promise((res) => {
+    const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const t = setTimeout(() => {
+      sock.close();
+      res(null);
+    }, timeoutMs);
+    sock.on('message', (m) => {
+      clearTimeout(t);
+      sock.close();
+      res(m.toString('hex'));
+    });
+    sock.send(msg, port, host);
+  });
+}
+
+export function query(port: number, ip: string, sender: string, recipients: string[], host = '127.0.0.1'): Promise<string | null> {
+  return sendRaw(port, encodeRequest(ip, sender, recipients), host);
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
