@@ -43,6 +43,8 @@ async function main(argv: string[]): Promise<void> {
     throw e;
   }
 
+  // read before -u drops privileges: the daemon's user need not be able to read the installation
+  const ver = version();
   const log = new LineWriter();
   let whitelist = Whitelist.empty();
   let account: Account | null = null;
@@ -98,7 +100,7 @@ async function main(argv: string[]): Promise<void> {
 
   const listen = bound.address.includes(':') ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
   log.line(
-    `start version=${version()} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
+    `start version=${ver} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
       `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
       `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'}`,
   );

@@ -1,0 +1,179 @@
+// qgreyd-conf's checks and what it writes, and the sample whitelist. (Running the service it
+// writes is test/daemontools.test.ts.)
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { Whitelist } from '../src/whitelist.js';
+import { QGREYD, removeDir, ROOT, tempDir } from './helpers.js';
+
+const CONF = join(ROOT, 'dist', 'src', 'cli', 'qgreyd-conf.js');
+const IS_ROOT = process.getuid?.() === 0;
+/** a user that exists here: as root, one that is not root; otherwise you */
+const OTHER = IS_ROOT ? 'nobody' : userInfo().username;
+
+function conf(...args: string[]) {
+  const r = spawnSync(process.execPath, [CONF, ...args], { encoding: 'utf8', timeout: 10_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function withDir(fn: (dir: string) => void): void {
+  const dir = tempDir('qgreyd-conf-');
+  chmodSync(dir, 0o755);
+  try {
+    fn(dir);
+  } finally {
+    removeDir(dir);
+  }
+}
+
+test('usage errors exit 100 with the usage; --help exits 0', () => {
+  for (const args of [[], ['a'], ['a', 'b'], ['a', 'b', 'c', 'd', 'e']]) {
+    const r = conf(...args);
+    assert.equal(r.status, 100, args.join(' '));
+    assert.match(r.stderr, /^qgreyd-conf: usage: qgreyd-conf daemon-user log-user service-dir \[ipaddr\[:port\]\]/);
+  }
+  const help = conf('--help');
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /^usage: qgreyd-conf /);
+});
+
+test('a missing user stops it, saying how to create the user; nothing is created', () => {
+  withDir((dir) => {
+    const ghost = `qgreyd-no-such-user-${process.pid}`;
+    for (const [args, role] of [
+      [[ghost, OTHER, join(dir, 's')], 'daemon-user'],
+      [[OTHER, ghost, join(dir, 's')], 'log-user'],
+    ] as const) {
+      const r = conf(...args);
+      assert.equal(r.status, 100, r.stderr);
+      assert.equal(r.stderr, `qgreyd-conf: ${role} "${ghost}" does not exist; create it first, e.g.: useradd -r -M -d /nonexistent -s /usr/sbin/nologin ${ghost}\n`);
+      assert.ok(!existsSync(join(dir, 's')));
+    }
+  });
+});
+
+test('a bad or unusable address is refused', () => {
+  withDir((dir) => {
+    const bad = conf(OTHER, OTHER, join(dir, 's'), '1.2.3:99');
+    assert.equal(bad.status, 100);
+    assert.match(bad.stderr, /ipaddr: "1\.2\.3" is not an IPv4 or IPv6 address/);
+    const zero = conf(OTHER, OTHER, join(dir, 's'), '127.0.0.1:0');
+    assert.equal(zero.status, 100);
+    assert.match(zero.stderr, /port: 0 picks a random port/);
+    assert.ok(!existsSync(join(dir, 's')));
+  });
+});
+
+test('an existing directory is never touched; a missing parent is not created', () => {
+  withDir((dir) => {
+    const existing = join(dir, 'existing');
+    mkdirSync(existing);
+    writeFileSync(join(existing, 'keep'), 'mine\n');
+    const r = conf(OTHER, OTHER, existing);
+    assert.equal(r.status, 100);
+    assert.equal(r.stderr, `qgreyd-conf: ${existing} already exists; qgreyd-conf does not overwrite it. Remove it, or give a new directory\n`);
+    assert.deepEqual(readdirSync(existing), ['keep']);
+    assert.equal(readFileSync(join(existing, 'keep'), 'utf8'), 'mine\n');
+
+    const orphan = conf(OTHER, OTHER, join(dir, 'no', 'such', 'svc'));
+    assert.equal(orphan.status, 100);
+    assert.match(orphan.stderr, /no\/such is not a directory; create it first \(mkdir -p /);
+  });
+});
+
+test('without root, both users must be you', { skip: IS_ROOT ? 'runs as root' : false }, () => {
+  withDir((dir) => {
+    const r = conf('root', userInfo().username, join(dir, 's'));
+    assert.equal(r.status, 100);
+    assert.match(r.stderr, /daemon-user root: only root can give files to another user; run qgreyd-conf as root, or give your own user/);
+  });
+});
+
+test('as root: a daemon user who could not reach the state directory is refused', { skip: IS_ROOT ? false : 'needs root' }, () => {
+  withDir((dir) => {
+    const closed = join(dir, 'closed');
+    mkdirSync(closed, { mode: 0o700 });
+    const r = conf('nobody', 'nobody', join(closed, 's'));
+    assert.equal(r.status, 100);
+    assert.match(r.stderr, /nobody cannot reach .*closed \(a directory on the way is not searchable by it\)/);
+    assert.deepEqual(readdirSync(closed), []);
+  });
+});
+
+test('it writes run, log/run, env/, whitelist, data/ and log/main with owners and modes', () => {
+  withDir((dir) => {
+    const svc = join(dir, 'qgreyd');
+    const r = conf(OTHER, OTHER, svc, '127.0.0.2:2525');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^ +ln -s ${svc} /service$`, 'm'));
+    assert.match(r.stdout, /^ +svstat \/service\/qgreyd \/service\/qgreyd\/log$/m);
+    assert.match(r.stdout, /^ +:allow,GREYIP="127\.0\.0\.2:2525"$/m);
+    assert.match(r.stdout, /^ +tcprules \/etc\/tcp\.smtp\.cdb \/etc\/tcp\.smtp\.tmp < \/etc\/tcp\.smtp$/m);
+
+    const env = (n: string) => readFileSync(join(svc, 'env', n), 'utf8');
+    assert.deepEqual(readdirSync(join(svc, 'env')).sort(), ['DEBUG', 'GREY_HOURS', 'IP', 'MIN_RESEND_MINUTES', 'PORT', 'STATE', 'SWEEP_MINUTES', 'SYNC', 'TIMEOUT_DAYS', 'USER', 'WHITELIST']);
+    assert.equal(env('IP'), '127.0.0.2\n');
+    assert.equal(env('PORT'), '2525\n');
+    assert.equal(env('USER'), IS_ROOT ? 'nobody\n' : '');
+    assert.equal(env('WHITELIST'), './whitelist\n');
+    assert.equal(env('STATE'), './data\n');
+    assert.equal(env('TIMEOUT_DAYS'), '7\n');
+    assert.equal(env('GREY_HOURS'), '12\n');
+    assert.equal(env('MIN_RESEND_MINUTES'), '5\n');
+    assert.equal(env('SWEEP_MINUTES'), '10\n');
+    assert.equal(env('DEBUG'), '');
+    assert.equal(env('SYNC'), '');
+    assert.equal(readFileSync(join(svc, 'whitelist'), 'utf8'), readFileSync(join(ROOT, 'whitelist', 'whitelist'), 'utf8'));
+
+    const run = readFileSync(join(svc, 'run'), 'utf8');
+    const template = readFileSync(join(ROOT, 'supervise', 'qgreyd', 'run'), 'utf8');
+    const expected = template
+      .replace(/^node=.*$/m, `node=${process.execPath}`)
+      .replace(/^qgreyd=.*$/m, `qgreyd=${realpathSync(QGREYD)}`);
+    assert.equal(run, expected, 'the template with the absolute paths of this installation');
+    const logRun = readFileSync(join(svc, 'log', 'run'), 'utf8');
+    assert.match(logRun, IS_ROOT ? /^exec setuidgid nobody multilog t \.\/main$/m : /^exec multilog t \.\/main$/m);
+    for (const script of [join(svc, 'run'), join(svc, 'log', 'run')]) {
+      assert.equal(spawnSync('/bin/sh', ['-n', script]).status, 0, `${script} is valid sh`);
+    }
+
+    const me = process.getuid!();
+    const other = Number(spawnSync('id', ['-u', OTHER], { encoding: 'utf8' }).stdout.trim());
+    const expect: Array<[string, number, number]> = [
+      ['', 0o755, me],
+      ['run', 0o755, me],
+      ['env', 0o755, me],
+      ['env/IP', 0o644, me],
+      ['whitelist', 0o644, me],
+      ['data', 0o700, other],
+      ['log', 0o755, me],
+      ['log/run', 0o755, me],
+      ['log/main', 0o750, other],
+    ];
+    for (const [rel, mode, uid] of expect) {
+      const st = statSync(join(svc, rel));
+      assert.equal((st.mode & 0o7777).toString(8), mode.toString(8), `${rel} mode`);
+      assert.equal(st.uid, uid, `${rel} owner`);
+    }
+  });
+});
+
+test('the sample whitelist: loopback active, private ranges only as comments', () => {
+  const wl = Whitelist.load(join(ROOT, 'whitelist', 'whitelist'));
+  assert.deepEqual(
+    wl.entries.map((e) => e.text),
+    ['127.0.0.0/8', '::1'],
+  );
+  for (const ip of ['127.0.0.1', '127.255.255.254', '::1']) assert.ok(wl.match(ip), ip);
+  for (const ip of ['10.0.0.1', '172.16.0.1', '192.168.1.1', 'fd00::1', '198.51.100.1', '::2']) assert.equal(wl.match(ip), undefined, ip);
+  // every commented-out entry parses once uncommented
+  const text = readFileSync(join(ROOT, 'whitelist', 'whitelist'), 'latin1');
+  const uncommented = text.replace(/^#(?=[0-9a-f]+[.:/][0-9a-f.:/]*\s*(#|$))/gim, '');
+  const all = Whitelist.parse(uncommented, 'uncommented');
+  for (const range of ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7']) {
+    assert.ok(all.entries.some((e) => e.text === range), `${range} is offered, commented out`);
+  }
+});
