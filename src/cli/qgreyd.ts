@@ -3,6 +3,7 @@
 // permanent (usage or configuration) error, 111 for a temporary one.
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { AdminServer } from '../admin.js';
 import { Greylist } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
 import { settingsFrom } from '../policy.js';
@@ -97,6 +98,9 @@ async function main(argv: string[]): Promise<void> {
   }
   const gl = new Greylist(store, settings, whitelist);
   server.attach(gl);
+  // before the start line, so that qgreyctl finds the socket as soon as the daemon is up
+  const admin = new AdminServer(gl, store, log, ver);
+  const adminError = await admin.listen().then(() => null, (e: Error) => e.message);
 
   const listen = bound.address.includes(':') ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
   log.line(
@@ -104,6 +108,7 @@ async function main(argv: string[]): Promise<void> {
       `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
       `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'}`,
   );
+  log.line(adminError === null ? `admin listen=${admin.path}` : `error admin socket ${admin.path} not started, qgreyctl works only while qgreyd is stopped: ${quoted(adminError)}`);
   if (account && options.whitelist !== null) {
     try {
       accessSync(options.whitelist, constants.R_OK);
@@ -140,6 +145,7 @@ async function main(argv: string[]): Promise<void> {
     clearInterval(sweepTimer);
     void (async () => {
       await server.close();
+      await admin.close();
       await gl.stop();
       await store.close();
       const c = server.counters;
