@@ -97,25 +97,25 @@ export class Greylist {
     const now = this.clock();
     const results = new Array<Result>(batch.length);
     try {
-      // the IPs' records first: a known-good IP needs nothing else
+      // One read for the whole batch: each IP's record, and the triplets of every request
+      // whose IP is not known good in the cache (an IP found known good only in LevelDB makes
+      // its triplets' read wasted, which is rare and cheaper than a second round trip).
       const listed = batch.map((p) => this.whitelist.match(p.req.ip));
-      const ipKeys: string[] = [];
-      for (let i = 0; i < batch.length; i++) if (!listed[i]) ipKeys.push(ipKey(batch[i].req.ip));
-      const ipVals = await this.store.get(ipKeys);
-      const known = new Map<string, number | undefined>();
-      ipKeys.forEach((k, i) => known.set(k, ipVals[i]));
-
-      const gKeys: string[] = [];
+      const keys: string[] = [];
       for (let i = 0; i < batch.length; i++) {
+        if (listed[i]) continue;
         const req = batch[i].req;
-        if (listed[i] || 'error' in req.tail) continue;
-        const lg = known.get(ipKey(req.ip));
-        if (lg !== undefined && lg > now - this.settings.timeout) continue;
-        for (const k of tripletKeys(req.ip, req.tail)) gKeys.push(tripletDbKey(k));
+        const ik = ipKey(req.ip);
+        keys.push(ik);
+        const lg = this.store.peek(ik);
+        if (typeof lg === 'number' && lg > now - this.settings.timeout) continue;
+        if ('error' in req.tail) continue;
+        for (const k of tripletKeys(req.ip, req.tail)) keys.push(tripletDbKey(k));
       }
-      const gVals = await this.store.get(gKeys);
-      const seen = new Map<string, number | undefined>();
-      gKeys.forEach((k, i) => seen.set(k, gVals[i]));
+      const vals = await this.store.get(keys);
+      const known = new Map<string, number | undefined>();
+      keys.forEach((k, i) => known.set(k, vals[i]));
+      const seen = known;
 
       // decide in order; later requests of the batch see earlier ones' changes
       const view: RecordView = {
