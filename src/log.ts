@@ -16,9 +16,9 @@ export function escapeField(s: string): string {
   return from === 0 ? s : out + s.slice(from);
 }
 
-/** A quoted free-text value: detail="...". */
+/** A quoted free-text value: detail="...", with only controls, non-ASCII, \ and " escaped. */
 export function quoted(s: string): string {
-  return `"${escapeField(s).replace(/\\x20/g, ' ')}"`;
+  return '"' + s.replace(/[^\x20-\x7e]|[\\"]/g, (c) => '\\x' + (c.charCodeAt(0) & 0xff).toString(16).padStart(2, '0')) + '"';
 }
 
 /** Collects lines and writes them in one go per flush (one write per batch of decisions). */

@@ -1,0 +1,216 @@
+// Every rule of PROTOCOL.md "Decision, in order" and the scenario table, with an injected
+// clock: the store is a Map the test applies the decision's changes to.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decide, isDeadIp, isDeadTriplet, isVerp, settingsFrom, tripletKey, type Decision, type Settings } from '../src/policy.js';
+import { decodeRequest, encodeRequest, replyText, type Request } from '../src/protocol.js';
+
+const DEFAULTS: Settings = settingsFrom(7, 12, 5);
+const H = 3600;
+const D = 86400;
+
+/** A tiny greylist: a Map of records, decide(), apply the changes. */
+class Model {
+  ips = new Map<string, number>();
+  triplets = new Map<string, number>();
+  constructor(readonly s: Settings = DEFAULTS, readonly whitelisted: (ip: string) => boolean = () => false) {}
+
+  ask(now: number, ip: string, sender: string, rcpts: string[]): string {
+    const out = this.decide(now, req(ip, sender, rcpts));
+    if ('malformed' in out) throw new Error(out.malformed);
+    return replyText(out.verdict);
+  }
+
+  decide(now: number, r: Request) {
+    const out = decide(r, this.whitelisted(r.ip), { lastGood: (ip) => this.ips.get(ip), firstSeen: (k) => this.triplets.get(k) }, now, this.s);
+    if (!('malformed' in out)) this.apply(r, out);
+    return out;
+  }
+
+  private apply(r: Request, d: Decision) {
+    if (d.knownGood !== undefined) this.ips.set(r.ip, d.knownGood);
+    for (const [k, t] of d.triplets) this.triplets.set(k, t);
+  }
+}
+
+function req(ip: string, sender: string, rcpts: string[]): Request {
+  const d = decodeRequest(encodeRequest(ip, sender, rcpts));
+  if (!d.ok) throw new Error(d.error);
+  return d.request;
+}
+
+describe('PROTOCOL.md scenario table', () => {
+  it('gives every reply of the table', () => {
+    const m = new Model();
+    const T0 = 1_700_000_000;
+    const rows: Array<[number, string, string, string[], string]> = [
+      [0, '192.0.2.1', 'a@x.example', ['b@y.example'], '00:01'],
+      [60, '192.0.2.1', 'a@x.example', ['b@y.example'], '00:02'],
+      [400, '192.0.2.1', 'A@X.EXAMPLE', ['B@Y.EXAMPLE'], '01:03'],
+      [500, '192.0.2.1', 'other@z.example', ['c@y.example'], '01:02'],
+      [0, '192.0.2.2', 'a@x.example', ['b@y.example', 'c@y.example'], '00:01'],
+      [400, '192.0.2.2', 'a@x.example', ['b@y.example', 'd@y.example'], '00:01'],
+      [401, '192.0.2.2', 'q@q.example', ['r@r.example'], '01:02'],
+      [0, '192.0.2.3', '', ['list-bounce-u=h.example@lists.example'], '01:04'],
+      [0, '192.0.2.4', 'a@x.example', ['b@y.example'], '00:01'],
+      [13 * H, '192.0.2.4', 'a@x.example', ['b@y.example'], '00:03'],
+      [13 * H + 6 * 60, '192.0.2.4', 'a@x.example', ['b@y.example'], '01:03'],
+      // 192.0.2.1 was last used at 500 s
+      [500 + 8 * D, '192.0.2.1', 'new@n.example', ['m@y.example'], '00:01'],
+    ];
+    for (const [t, ip, s, r, want] of rows) {
+      assert.equal(m.ask(T0 + t, ip, s, r), want, `at ${t}s ${ip} ${s} ${r.join(',')}`);
+    }
+  });
+});
+
+describe('rule 1: whitelist', () => {
+  it('accepts 01 01 and stores nothing, even for a bad tail', () => {
+    const m = new Model(DEFAULTS, (ip) => ip === '192.0.2.7');
+    assert.equal(m.ask(1000, '192.0.2.7', 'a@b', ['c@d']), '01:01');
+    assert.equal(m.ips.size + m.triplets.size, 0);
+    const d = decodeRequest(Buffer.from('I192.0.2.7\0Xjunk\0\0', 'latin1'));
+    assert.ok(d.ok);
+    const out = m.decide(1000, d.request);
+    assert.ok(!('malformed' in out) && out.verdict === 'whitelisted');
+  });
+});
+
+describe('rule 2: known-good IP', () => {
+  it('accepts 01 02 and refreshes last-good while newer than now - timeout', () => {
+    const m = new Model();
+    m.ips.set('192.0.2.1', 1000);
+    assert.equal(m.ask(1000 + 7 * D - 1, '192.0.2.1', 'x@y', ['z@w']), '01:02');
+    assert.equal(m.ips.get('192.0.2.1'), 1000 + 7 * D - 1);
+    assert.equal(m.triplets.size, 0);
+  });
+  it('is no longer known at exactly timeout of idleness', () => {
+    const m = new Model();
+    m.ips.set('192.0.2.1', 1000);
+    assert.equal(m.ask(1000 + 7 * D, '192.0.2.1', 'x@y', ['z@w']), '00:01');
+  });
+  it('answers a known IP even when sender/recipient fields are bad (reference behaviour)', () => {
+    const m = new Model();
+    m.ips.set('192.0.2.1', 1000);
+    const d = decodeRequest(Buffer.from('I192.0.2.1\0Tnot-a-sender\0\0', 'latin1'));
+    assert.ok(d.ok);
+    const out = m.decide(1001, d.request);
+    assert.ok(!('malformed' in out) && out.verdict === 'known-good');
+  });
+});
+
+describe('rule 3: triplets', () => {
+  it('no recipients: 01 03, nothing stored', () => {
+    const m = new Model();
+    assert.equal(m.ask(1000, '192.0.2.1', 'a@b', []), '01:03');
+    assert.equal(m.triplets.size + m.ips.size, 0);
+  });
+
+  it('a bad tail from an unknown IP is malformed and changes nothing', () => {
+    const m = new Model();
+    const d = decodeRequest(Buffer.from('I192.0.2.1\0Fa@b\0Tc@d\0Xbad\0\0', 'latin1'));
+    assert.ok(d.ok);
+    const out = m.decide(1000, d.request);
+    assert.ok('malformed' in out);
+    assert.equal(m.triplets.size + m.ips.size, 0);
+  });
+
+  it('stores the triplet lower-cased, spaces removed, empty sender as "."', () => {
+    const m = new Model();
+    m.ask(1000, '192.0.2.1', ' Bob @Example.COM', ['N ed@Example.org']);
+    assert.deepEqual([...m.triplets.keys()], ['192.0.2.1 bob@example.com ned@example.org']);
+    m.ask(1000, '192.0.2.1', '', ['Postmaster@x']);
+    assert.ok(m.triplets.has('192.0.2.1 . postmaster@x'));
+    m.ask(1000, '192.0.2.1', '   ', ['a@x']);
+    assert.ok(m.triplets.has('192.0.2.1 . a@x'));
+  });
+
+  it('lower-cases ASCII only: other bytes are compared as they are', () => {
+    assert.equal(tripletKey('192.0.2.1', 'ÀB@x', 'c@d'), '192.0.2.1 Àb@x c@d');
+  });
+
+  it('too soon keeps the stored time; too late restarts it', () => {
+    const m = new Model();
+    m.ask(1000, '192.0.2.1', 'a@b', ['c@d']);
+    assert.equal(m.ask(1000 + 299, '192.0.2.1', 'a@b', ['c@d']), '00:02');
+    assert.equal(m.triplets.get('192.0.2.1 a@b c@d'), 1000);
+    assert.equal(m.ask(1000 + 12 * H, '192.0.2.1', 'a@b', ['c@d']), '00:03');
+    assert.equal(m.triplets.get('192.0.2.1 a@b c@d'), 1000 + 12 * H);
+  });
+
+  it('a retry at exactly min-resend passes and makes the IP known good, triplet untouched', () => {
+    const m = new Model();
+    m.ask(1000, '192.0.2.1', 'a@b', ['c@d']);
+    assert.equal(m.ask(1300, '192.0.2.1', 'a@b', ['c@d']), '01:03');
+    assert.equal(m.ips.get('192.0.2.1'), 1300);
+    assert.equal(m.triplets.get('192.0.2.1 a@b c@d'), 1000);
+  });
+
+  it('[passing, new] replies 00 01 but makes the IP known good', () => {
+    const m = new Model();
+    m.ask(1000, '192.0.2.2', 'a@b', ['p@x']);
+    assert.equal(m.ask(1400, '192.0.2.2', 'a@b', ['p@x', 'n@x']), '00:01');
+    assert.equal(m.ips.get('192.0.2.2'), 1400);
+    assert.equal(m.ask(1401, '192.0.2.2', 'z@z', ['y@y']), '01:02');
+  });
+
+  it('the last recipient that set a defer code decides the code', () => {
+    const m = new Model();
+    m.ask(1000, '192.0.2.1', 'a@b', ['soon@x']);
+    // soon (00 02), new (00 01), late (00 03), passing: late wins
+    m.triplets.set('192.0.2.1 a@b late@x', 1000 - 13 * H);
+    assert.equal(m.ask(1010, '192.0.2.1', 'a@b', ['soon@x', 'new@x', 'late@x']), '00:03');
+    const m2 = new Model();
+    m2.ask(1000, '192.0.2.1', 'a@b', ['soon@x']);
+    assert.equal(m2.ask(1010, '192.0.2.1', 'a@b', ['new2@x', 'soon@x']), '00:02');
+  });
+
+  it('a recipient listed twice sees what its first occurrence stored', () => {
+    const m = new Model();
+    assert.equal(m.ask(1000, '192.0.2.1', 'a@b', ['c@d', 'C@D']), '00:02');
+    assert.equal(m.triplets.get('192.0.2.1 a@b c@d'), 1000);
+  });
+
+  it('VERP bounce: 01 04 and stop, whatever earlier recipients set', () => {
+    const m = new Model();
+    assert.equal(m.ask(1000, '192.0.2.3', '', ['plain@x', 'list-bounce-u=h@l', 'after@x']), '01:04');
+    // the recipient before the VERP one was processed and stored; the one after was not
+    assert.ok(m.triplets.has('192.0.2.3 . plain@x'));
+    assert.ok(!m.triplets.has('192.0.2.3 . after@x'));
+  });
+
+  it('VERP needs an empty sender and a - followed later by =', () => {
+    const m = new Model();
+    assert.equal(m.ask(1000, '192.0.2.3', 'a@b', ['list-bounce-u=h@l']), '00:01');
+    assert.equal(m.ask(1000, '192.0.2.3', '', ['list=bounce-u@l']), '00:01');
+    assert.equal(m.ask(1000, '192.0.2.3', ' ', ['l-b=@l']), '01:04');
+    assert.ok(isVerp('a-b=c'));
+    assert.ok(!isVerp('a=b-c'));
+    assert.ok(!isVerp('abc'));
+  });
+
+  it('fractional settings work (-m 0.05 is three seconds)', () => {
+    const m = new Model(settingsFrom(7, 12, 0.05));
+    m.ask(1000, '192.0.2.1', 'a@b', ['c@d']);
+    assert.equal(m.ask(1002, '192.0.2.1', 'a@b', ['c@d']), '00:02');
+    assert.equal(m.ask(1003, '192.0.2.1', 'a@b', ['c@d']), '01:03');
+  });
+});
+
+describe('expiry predicates', () => {
+  it('dead records are the ones that no longer influence a verdict', () => {
+    assert.equal(isDeadIp(1000, 1000 + 7 * D - 1, DEFAULTS), false);
+    assert.equal(isDeadIp(1000, 1000 + 7 * D, DEFAULTS), true);
+    assert.equal(isDeadTriplet(1000, 1000 + 12 * H - 1, DEFAULTS), false);
+    assert.equal(isDeadTriplet(1000, 1000 + 12 * H, DEFAULTS), true);
+  });
+
+  it('a dead triplet still stored answers 00 03, deleted answers 00 01', () => {
+    const m = new Model();
+    m.ask(1000, '192.0.2.1', 'a@b', ['c@d']);
+    const t = 1000 + 12 * H;
+    assert.equal(m.ask(t, '192.0.2.1', 'a@b', ['c@d']), '00:03');
+    m.triplets.clear();
+    assert.equal(m.ask(t, '192.0.2.1', 'a@b', ['c@d']), '00:01');
+  });
+});
