@@ -154,13 +154,15 @@ export class Greylist {
     for (let i = 0; i < batch.length; i++) batch[i].done(results[i]);
   }
 
-  /** Delete dead records (PROTOCOL.md, Expiry), a chunk at a time, without stalling requests:
-   *  each chunk is read from a snapshot, then deleted between batches after checking that the
-   *  record is still the dead one that was read. The check reads LevelDB while batches run,
-   *  so that the part that holds up requests is only the delete: batches note what they change
-   *  from before that read on, and a noted key is left for the next sweep. */
+  /** Delete dead records (PROTOCOL.md, Expiry), a chunk at a time, without stalling requests.
+   *  Records are read from a LevelDB snapshot while batches run; only the deletes run between
+   *  batches. From just before the snapshot on, batches note the keys they change, and a
+   *  noted key is left for the next sweep: every other record still holds the value read.
+   *  The note is bounded: past WATCH_LIMIT keys the scan restarts, with a fresh snapshot,
+   *  after the last key it read. */
   sweep(chunk = 250): Promise<SweepReport> {
     this.sweeping ??= this.runSweep(chunk).finally(() => {
+      this.sweepWatch = null;
       this.sweeping = null;
     });
     return this.sweeping;
@@ -174,34 +176,35 @@ export class Greylist {
       [TRIPLET_PREFIX, isDeadTriplet],
       [IP_PREFIX, isDeadIp],
     ] as const) {
-      for await (const records of this.store.scan(prefix, { chunk })) {
-        if (this.stopping) break;
-        scanned += records.length;
-        const now = this.clock();
-        const candidates = records.filter((r) => dead(r.time, now, this.settings));
-        if (candidates.length === 0) continue;
+      let after: string | undefined;
+      for (let restart = true; restart && !this.stopping; ) {
+        restart = false;
         await this.exclusive(async () => {
           this.sweepWatch = new Set();
         });
-        let current: Array<number | undefined>;
-        try {
-          current = await this.store.readThrough(candidates.map((c) => c.key));
-        } catch (e) {
-          this.sweepWatch = null;
-          throw e;
+        for await (const records of this.store.scan(prefix, { after, chunk })) {
+          if (this.stopping) break;
+          scanned += records.length;
+          after = records[records.length - 1].key;
+          const now = this.clock();
+          const candidates = records.filter((r) => dead(r.time, now, this.settings));
+          if (candidates.length > 0) {
+            deleted += await this.exclusive(async () => {
+              const changed = this.sweepWatch ?? new Set<string>();
+              const ops: Array<[string, null]> = [];
+              for (const c of candidates) if (!changed.has(c.key)) ops.push([c.key, null]);
+              await this.store.write(ops);
+              return ops.length;
+            });
+          }
+          if ((this.sweepWatch?.size ?? 0) > WATCH_LIMIT) {
+            restart = true;
+            break;
+          }
         }
-        deleted += await this.exclusive(async () => {
-          const changed = this.sweepWatch ?? new Set<string>();
-          this.sweepWatch = null;
-          const ops: Array<[string, null]> = [];
-          candidates.forEach((c, i) => {
-            if (current[i] === c.time && !changed.has(c.key)) ops.push([c.key, null]);
-          });
-          await this.store.write(ops);
-          return ops.length;
-        });
       }
     }
+    this.sweepWatch = null;
     return { scanned, deleted, ms: Date.now() - started };
   }
 
@@ -212,6 +215,9 @@ export class Greylist {
     await this.idle();
   }
 }
+
+/** keys the sweep notes before it restarts its scan with a fresh snapshot */
+const WATCH_LIMIT = 20_000;
 
 export function unixNow(): number {
   return Math.floor(Date.now() / 1000);

@@ -117,14 +117,6 @@ export class Store {
     return out;
   }
 
-  /** Values straight from LevelDB, neither using nor filling the cache, so it may run while
-   *  batches read and write (the sweep's check; a cache fill racing a write could go stale). */
-  async readThrough(keys: readonly string[]): Promise<Array<number | undefined>> {
-    if (keys.length === 0) return [];
-    const raw = await this.db.getMany(keys as string[]);
-    return raw.map((r) => (r === undefined ? undefined : decodeTime(r)));
-  }
-
   /** The cached value for key without going to LevelDB: a time, null (known absent), or
    *  undefined (not cached: ask get()). */
   peek(key: string): number | null | undefined {
