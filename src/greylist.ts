@@ -35,6 +35,8 @@ export class Greylist {
   private idleWaiters: Array<() => void> = [];
   private sweeping: Promise<SweepReport> | null = null;
   private stopping = false;
+  /** keys that batches changed while a sweep chunk was between its read and its delete */
+  private sweepWatch: Set<string> | null = null;
 
   constructor(
     readonly store: Store,
@@ -97,25 +99,25 @@ export class Greylist {
     const now = this.clock();
     const results = new Array<Result>(batch.length);
     try {
-      // the IPs' records first: a known-good IP needs nothing else
+      // One read for the whole batch: each IP's record, and the triplets of every request
+      // whose IP is not known good in the cache (an IP found known good only in LevelDB makes
+      // its triplets' read wasted, which is rare and cheaper than a second round trip).
       const listed = batch.map((p) => this.whitelist.match(p.req.ip));
-      const ipKeys: string[] = [];
-      for (let i = 0; i < batch.length; i++) if (!listed[i]) ipKeys.push(ipKey(batch[i].req.ip));
-      const ipVals = await this.store.get(ipKeys);
-      const known = new Map<string, number | undefined>();
-      ipKeys.forEach((k, i) => known.set(k, ipVals[i]));
-
-      const gKeys: string[] = [];
+      const keys: string[] = [];
       for (let i = 0; i < batch.length; i++) {
+        if (listed[i]) continue;
         const req = batch[i].req;
-        if (listed[i] || 'error' in req.tail) continue;
-        const lg = known.get(ipKey(req.ip));
-        if (lg !== undefined && lg > now - this.settings.timeout) continue;
-        for (const k of tripletKeys(req.ip, req.tail)) gKeys.push(tripletDbKey(k));
+        const ik = ipKey(req.ip);
+        keys.push(ik);
+        const lg = this.store.peek(ik);
+        if (typeof lg === 'number' && lg > now - this.settings.timeout) continue;
+        if ('error' in req.tail) continue;
+        for (const k of tripletKeys(req.ip, req.tail)) keys.push(tripletDbKey(k));
       }
-      const gVals = await this.store.get(gKeys);
-      const seen = new Map<string, number | undefined>();
-      gKeys.forEach((k, i) => seen.set(k, gVals[i]));
+      const vals = await this.store.get(keys);
+      const known = new Map<string, number | undefined>();
+      keys.forEach((k, i) => known.set(k, vals[i]));
+      const seen = known;
 
       // decide in order; later requests of the batch see earlier ones' changes
       const view: RecordView = {
@@ -141,6 +143,7 @@ export class Greylist {
         }
         results[i] = { kind: 'decision', decision: out, whitelistEntry: listed[i] };
       }
+      if (this.sweepWatch !== null) for (const k of writes.keys()) this.sweepWatch.add(k);
       await this.store.write([...writes]);
     } catch (e) {
       const error = (e as Error).message ?? String(e);
@@ -151,11 +154,15 @@ export class Greylist {
     for (let i = 0; i < batch.length; i++) batch[i].done(results[i]);
   }
 
-  /** Delete dead records (PROTOCOL.md, Expiry), a chunk at a time, without stalling requests:
-   *  each chunk is read from a snapshot, then deleted between batches after checking that the
-   *  record is still the dead one that was read. */
-  sweep(chunk = 500): Promise<SweepReport> {
+  /** Delete dead records (PROTOCOL.md, Expiry), a chunk at a time, without stalling requests.
+   *  Records are read from a LevelDB snapshot while batches run; only the deletes run between
+   *  batches. From just before the snapshot on, batches note the keys they change, and a
+   *  noted key is left for the next sweep: every other record still holds the value read.
+   *  The note is bounded: past WATCH_LIMIT keys the scan restarts, with a fresh snapshot,
+   *  after the last key it read. */
+  sweep(chunk = 250): Promise<SweepReport> {
     this.sweeping ??= this.runSweep(chunk).finally(() => {
+      this.sweepWatch = null;
       this.sweeping = null;
     });
     return this.sweeping;
@@ -169,23 +176,35 @@ export class Greylist {
       [TRIPLET_PREFIX, isDeadTriplet],
       [IP_PREFIX, isDeadIp],
     ] as const) {
-      for await (const records of this.store.scan(prefix, { chunk })) {
-        if (this.stopping) break;
-        scanned += records.length;
-        const now = this.clock();
-        const candidates = records.filter((r) => dead(r.time, now, this.settings));
-        if (candidates.length === 0) continue;
-        deleted += await this.exclusive(async () => {
-          const current = await this.store.get(candidates.map((c) => c.key));
-          const ops: Array<[string, null]> = [];
-          candidates.forEach((c, i) => {
-            if (current[i] === c.time) ops.push([c.key, null]);
-          });
-          await this.store.write(ops);
-          return ops.length;
+      let after: string | undefined;
+      for (let restart = true; restart && !this.stopping; ) {
+        restart = false;
+        await this.exclusive(async () => {
+          this.sweepWatch = new Set();
         });
+        for await (const records of this.store.scan(prefix, { after, chunk })) {
+          if (this.stopping) break;
+          scanned += records.length;
+          after = records[records.length - 1].key;
+          const now = this.clock();
+          const candidates = records.filter((r) => dead(r.time, now, this.settings));
+          if (candidates.length > 0) {
+            deleted += await this.exclusive(async () => {
+              const changed = this.sweepWatch ?? new Set<string>();
+              const ops: Array<[string, null]> = [];
+              for (const c of candidates) if (!changed.has(c.key)) ops.push([c.key, null]);
+              await this.store.write(ops);
+              return ops.length;
+            });
+          }
+          if ((this.sweepWatch?.size ?? 0) > WATCH_LIMIT) {
+            restart = true;
+            break;
+          }
+        }
       }
     }
+    this.sweepWatch = null;
     return { scanned, deleted, ms: Date.now() - started };
   }
 
@@ -196,6 +215,9 @@ export class Greylist {
     await this.idle();
   }
 }
+
+/** keys the sweep notes before it restarts its scan with a fresh snapshot */
+const WATCH_LIMIT = 20_000;
 
 export function unixNow(): number {
   return Math.floor(Date.now() / 1000);

@@ -3,12 +3,13 @@
 //   "I <ip>"                      -> last-good time (Unix seconds)
 //   "G <ip> <sender> <recipient>" -> first-seen time (Unix seconds)
 // Values are msgpack-lite encoded. A meta record "!format" carries the format version so a
-// later release can migrate. A bounded LRU cache of values (and of known absences) sits in
+// later release can migrate. A bounded cache of values (and of known absences) sits in
 // front of LevelDB; every write goes through this object, so the cache is never stale.
 import { mkdirSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Level } from 'level';
 import msgpack from 'msgpack-lite';
+import { RecentCache } from './cache.js';
 
 export const FORMAT_VERSION = 1;
 export const FORMAT_KEY = '!format';
@@ -44,13 +45,12 @@ export interface StoredRecord {
 type Db = Level<string, Buffer>;
 
 export class Store {
-  private cache = new Map<string, number | null>();
-  private readonly cacheSize: number;
+  private readonly cache: RecentCache<number | null>;
   private readonly sync: boolean;
   private closed = false;
 
   private constructor(private readonly db: Db, readonly dir: string, opts: StoreOptions) {
-    this.cacheSize = opts.cacheSize ?? 100_000;
+    this.cache = new RecentCache(opts.cacheSize ?? 100_000);
     this.sync = opts.sync ?? false;
   }
 
@@ -102,9 +102,6 @@ export class Store {
         (missing ??= []).push(keys[i]);
         (missingAt ??= []).push(i);
       } else {
-        // refresh its place in the LRU order
-        this.cache.delete(keys[i]);
-        this.cache.set(keys[i], v);
         out[i] = v === null ? undefined : v;
       }
     }
@@ -120,13 +117,29 @@ export class Store {
     return out;
   }
 
+  /** The cached value for key without going to LevelDB: a time, null (known absent), or
+   *  undefined (not cached: ask get()). */
+  peek(key: string): number | null | undefined {
+    return this.cache.get(key);
+  }
+
   /** Writes a batch atomically: a number sets a record, null deletes it. */
   async write(ops: ReadonlyArray<readonly [key: string, time: number | null]>): Promise<void> {
     if (ops.length === 0) return;
     const batch = this.db.batch();
+    // a batch's records mostly carry the same time (the batch's "now"): encode it once; the
+    // batch copies the bytes, so sharing the buffer is safe
+    let encodedTime = NaN;
+    let encoded: Buffer | null = null;
     for (const [key, time] of ops) {
       if (time === null) batch.del(key);
-      else batch.put(key, encodeTime(time));
+      else {
+        if (time !== encodedTime || encoded === null) {
+          encodedTime = time;
+          encoded = encodeTime(time);
+        }
+        batch.put(key, encoded);
+      }
     }
     try {
       await batch.write({ sync: this.sync });
@@ -138,19 +151,7 @@ export class Store {
   }
 
   private remember(key: string, v: number | null): void {
-    this.cache.delete(key);
     this.cache.set(key, v);
-    if (this.cache.size > this.cacheSize) {
-      // Evict the least recently used (the first in insertion order), a sixteenth of the
-      // cache at a time: a Map keeps deleted entries at its front until it rehashes, so
-      // finding the first live key one eviction at a time costs O(size) each, and a stream
-      // of new keys (an import, a spam run) made every miss that slow.
-      let n = this.cache.size - this.cacheSize + (this.cacheSize >> 4);
-      for (const k of this.cache.keys()) {
-        this.cache.delete(k);
-        if (--n <= 0) break;
-      }
-    }
   }
 
   /** Records whose key starts with prefix, in key order, in chunks; from `after` (exclusive). */
@@ -194,6 +195,9 @@ function encodeTime(t: number): Buffer {
 }
 
 function decodeTime(b: Buffer): number {
+  // what msgpack-lite writes for a Unix time up to 2106 (uint32); anything else takes the
+  // general decoder
+  if (b.length === 5 && b[0] === 0xce) return b.readUInt32BE(1);
   const v: unknown = msgpack.decode(b);
   if (typeof v !== 'number') throw new StoreError('QGREYD_STORE_CORRUPT', `a stored record is not a time (${typeof v})`);
   return v;

@@ -117,8 +117,12 @@ async function main(argv: string[]): Promise<void> {
     }
   }
 
+  // a sweep can outlast the interval: a tick then joins the running one, which logs once
+  let sweepRunning = false;
   const sweepTimer = setInterval(() => {
-    gl.sweep().then(
+    if (sweepRunning) return;
+    sweepRunning = true;
+    gl.sweep().finally(() => (sweepRunning = false)).then(
       (r) => log.line(`sweep scanned=${r.scanned} deleted=${r.deleted} ms=${r.ms}`),
       (e: Error) => log.line(`error sweep ${quoted(e.message)}`),
     );

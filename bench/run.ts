@@ -1,0 +1,306 @@
+// npm run bench: the standard set. npm run bench:big adds the big-store figures.
+//
+//   node dist/bench/run.js [--duration 10] [--clients 32] [--seed 1] [--new 0.4] [--retry 0.3]
+//        [--hot 0.3] [--stored 0] [--big] [--count 1000000] [--node-loadgen] [--keep]
+//
+// Standard set: the bare dgram baseline and qgreyd on an empty store, both driven by the same
+// load generator in the same run, so the ratio means something on a shared, noisy machine.
+// --big: fill COUNT live triplets; start-up time to the first reply; throughput and peak RSS
+// with them stored; then COUNT dead triplets and the expiry sweep's effect on latency.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem, release } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import minimist from 'minimist';
+import { encodeRequest } from '../src/protocol.js';
+import { BENCH_WHITELIST } from './workload.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const DIST = join(ROOT, 'dist');
+const QGREYD = join(DIST, 'src', 'cli', 'qgreyd.js');
+const HOT_IPS = 1000;
+
+const args = minimist(process.argv.slice(2), { boolean: ['big', 'node-loadgen', 'keep', 'profile'] });
+const duration = Number(args.duration ?? 10);
+const clients = Number(args.clients ?? 32);
+const seed = Number(args.seed ?? 1);
+const count = Number(args.count ?? 1_000_000);
+const mix = ['new', 'retry', 'hot', 'stored'].flatMap((k) => (args[k] === undefined ? [] : [`--${k}`, String(args[k])]));
+/** -m 0.05 (3 s): within a 10 s run, retries meet both "too soon" and "passed" */
+const DAEMON_FLAGS = ['-m', '0.05'];
+
+interface LoadResult {
+  generator: string;
+  clients: number;
+  seconds: number;
+  requests: number;
+  rps: number;
+  p50_us: number;
+  p99_us: number;
+  p999_us: number;
+  max_us: number;
+  lost: number;
+  bad_replies: number;
+  start_ms: number;
+  kinds: Record<string, number>;
+  codes: Record<string, number>;
+}
+
+const work = mkdtempSync(join(tmpdir(), 'qgreyd-bench-'));
+const say = (s: string) => process.stderr.write(s + '\n');
+
+function buildLoadgen(): string {
+  if (args['node-loadgen']) return '';
+  const out = join(DIST, 'bench', 'loadgen');
+  const cc = process.env.CC ?? 'cc';
+  const r = spawnSync(cc, ['-O2', '-Wall', '-o', out, join(ROOT, 'bench', 'loadgen.c')], { stdio: 'inherit' });
+  if (r.status !== 0) {
+    say(`bench: cannot build bench/loadgen.c with ${cc} (exit ${r.status}); install a C compiler, or run with --node-loadgen`);
+    process.exit(111);
+  }
+  return out;
+}
+const loadgen = buildLoadgen();
+
+function runLoad(port: number, extra: string[] = [], onStart?: (p: ChildProcess) => void): Promise<LoadResult> {
+  const common = ['--port', String(port), '--clients', String(clients), '--duration', String(duration), '--seed', String(seed), '--hot-ips', String(HOT_IPS), ...mix, ...extra];
+  const p = loadgen === '' ? spawn(process.execPath, [join(DIST, 'bench', 'loadgen.js'), ...common]) : spawn(loadgen, common);
+  let out = '';
+  let err = '';
+  p.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  p.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  onStart?.(p);
+  return new Promise((res, rej) =>
+    p.on('exit', (code) => {
+      if (code !== 0) return rej(new Error(`load generator exited ${code}: ${err}`));
+      res(JSON.parse(out) as LoadResult);
+    }),
+  );
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = dgram.createSocket('udp4');
+    s.bind(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+function peakRss(pid: number): { hwmMb: number; rssMb: number } {
+  const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? NaN);
+  return { hwmMb: kb('VmHWM') / 1024, rssMb: kb('VmRSS') / 1024 };
+}
+
+interface Running {
+  proc: ChildProcess;
+  port: number;
+  logFile: string;
+  spawnedAt: number;
+  stop(): Promise<void>;
+}
+
+/** Starts qgreyd with its log going to a file (as it would go to multilog), on a known port. */
+async function startQgreyd(stateDir: string, extra: string[] = [], profileDir?: string): Promise<Running> {
+  const port = await freePort();
+  const wl = join(work, 'whitelist');
+  writeFileSync(wl, BENCH_WHITELIST);
+  const logFile = join(work, `qgreyd-${port}.log`);
+  const fd = openSync(logFile, 'w');
+  const node = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const spawnedAt = Date.now();
+  const proc = spawn(process.execPath, [...node, QGREYD, ...DAEMON_FLAGS, ...extra, '-w', wl, `127.0.0.1:${port}`, stateDir], { stdio: ['ignore', fd, 'inherit'] });
+  closeSync(fd);
+  const exited = new Promise<void>((r) => proc.on('exit', () => r()));
+  return {
+    proc,
+    port,
+    logFile,
+    spawnedAt,
+    async stop() {
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+function waitForLog(logFile: string, re: RegExp, ms: number): Promise<{ line: string; at: number } | null> {
+  const until = Date.now() + ms;
+  return new Promise((res) => {
+    const poll = () => {
+      const text = existsSync(logFile) ? readFileSync(logFile, 'latin1') : '';
+      const line = text.split('\n').find((l) => re.test(l));
+      if (line !== undefined) return res({ line, at: Date.now() });
+      if (Date.now() > until) return res(null);
+      setTimeout(poll, 50);
+    };
+    poll();
+  });
+}
+
+/** Time from spawning the daemon to its first reply to a request that needs the store. */
+function firstReply(d: Running, ms = 10_000): Promise<number | null> {
+  return new Promise((res) => {
+    const s = dgram.createSocket('udp4');
+    const msg = encodeRequest('198.18.0.1', 'first@reply.example', ['probe@bench.example']);
+    const send = () => s.send(msg, d.port, '127.0.0.1');
+    const timer = setInterval(send, 5);
+    const give = setTimeout(() => done(null), ms);
+    const done = (v: number | null) => {
+      clearInterval(timer);
+      clearTimeout(give);
+      s.close();
+      res(v);
+    };
+    s.on('message', () => done(Date.now() - d.spawnedAt));
+    s.on('error', () => undefined);
+    send();
+  });
+}
+
+function fillStore(dir: string, n: number, dead: boolean): number {
+  const t = Date.now();
+  const r = spawnSync(process.execPath, [join(DIST, 'bench', 'fill.js'), '--dir', dir, '--count', String(n), '--known-good', String(HOT_IPS), ...(dead ? ['--dead'] : [])], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) throw new Error(`fill exited ${r.status}`);
+  return Date.now() - t;
+}
+
+function dirMb(dir: string): number {
+  const r = spawnSync('du', ['-sk', dir], { encoding: 'utf8' });
+  return Number(r.stdout.split(/\s/)[0]) / 1024;
+}
+
+interface Row {
+  name: string;
+  r: LoadResult;
+  ratio?: number;
+  rss?: number;
+  note?: string;
+}
+const rows: Row[] = [];
+const notes: string[] = [];
+
+async function qgreydRun(name: string, stateDir: string, extra: string[] = [], loadExtra: string[] = []): Promise<Row> {
+  const d = await startQgreyd(stateDir, extra, args.profile ? join(work, 'profile') : undefined);
+  const first = await firstReply(d);
+  if (first === null) throw new Error(`qgreyd did not answer; log in ${d.logFile}`);
+  let hwm = 0;
+  const r = await runLoad(d.port, loadExtra);
+  hwm = peakRss(d.proc.pid!).hwmMb;
+  await d.stop();
+  const row: Row = { name, r, rss: hwm };
+  rows.push(row);
+  return row;
+}
+
+function fmtRow(x: Row, base: number): string {
+  const r = x.r;
+  const codes = Object.entries(r.codes).map(([c, n]) => `${c}:${Math.round((100 * n) / r.requests)}%`).join(' ');
+  return `| ${x.name} | ${r.rps.toLocaleString('en-US')} | ${((100 * r.rps) / base).toFixed(0)}% | ${(r.p50_us / 1000).toFixed(2)} | ${(r.p99_us / 1000).toFixed(2)} | ${(r.max_us / 1000).toFixed(1)} | ${r.lost} | ${x.rss === undefined ? '-' : x.rss.toFixed(0)} | ${codes} |`;
+}
+
+async function main(): Promise<void> {
+  say(`bench: work dir ${work}; ${clients} clients, ${duration} s per run, generator ${loadgen === '' ? 'node' : 'C'}`);
+  // baseline
+  const b = spawn(process.execPath, [join(DIST, 'bench', 'baseline.js'), String(await freePort())], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const bport = await new Promise<number>((res) => b.stdout!.once('data', (c: Buffer) => res(Number(/:(\d+)/.exec(c.toString())![1]))));
+  const base = await runLoad(bport);
+  const brss = peakRss(b.pid!).hwmMb;
+  b.kill('SIGTERM');
+  rows.push({ name: 'bare dgram baseline', r: base, rss: brss });
+  say(`bench: baseline ${base.rps} req/s`);
+
+  const empty = join(work, 'empty');
+  fillStore(empty, 0, false);
+  const e = await qgreydRun('qgreyd, empty store', empty);
+  say(`bench: qgreyd empty store ${e.r.rps} req/s`);
+
+  if (args.big) {
+    const live = join(work, 'live');
+    const fillMs = fillStore(live, count, false);
+    notes.push(`fill: ${count.toLocaleString('en-US')} live triplets written in ${(fillMs / 1000).toFixed(1)} s, store ${dirMb(live).toFixed(0)} MB on disk`);
+    const d = await startQgreyd(live);
+    const first = await firstReply(d);
+    await d.stop();
+    notes.push(`start-up with ${count.toLocaleString('en-US')} stored: first reply ${first ?? 'none'} ms after spawn (node start-up included)`);
+    say(`bench: ${notes[notes.length - 1]}`);
+    const big = await qgreydRun(`qgreyd, ${fmtCount(count)} stored`, live);
+    say(`bench: qgreyd ${count} stored ${big.r.rps} req/s`);
+    notes.push(`with ${fmtCount(count)} stored: ${((100 * big.r.rps) / e.r.rps).toFixed(0)}% of the empty-store throughput`);
+    const mixed = await qgreydRun(`qgreyd, ${fmtCount(count)} stored, 20% stored triplets`, live, [], ['--stored', '0.2', '--stored-count', String(count)]);
+    say(`bench: qgreyd ${count} stored, stored share ${mixed.r.rps} req/s`);
+    if (!args.keep) rmSync(live, { recursive: true, force: true });
+
+    const dead = join(work, 'dead');
+    fillStore(dead, count, true);
+    const ref = await qgreydRun(`qgreyd, ${fmtCount(count)} dead, no sweep`, dead);
+    await sweepRun(dead, ref);
+  }
+
+  const table = [
+    '| run | req/s | of baseline | p50 ms | p99 ms | max ms | lost | peak RSS MB | replies |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---|',
+    ...rows.map((x) => fmtRow(x, base.rps)),
+  ];
+  const cpu = cpus();
+  const header = [
+    `qgreyd bench: ${clients} clients, ${duration} s per run, seed ${seed}, mix ${mix.join(' ') || 'default (new 0.4, retry 0.3, hot 0.3)'}, load generator ${loadgen === '' ? 'Node' : 'C (bench/loadgen.c)'}`,
+    `machine: ${cpu.length} x ${cpu[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GB, Linux ${release()}, Node ${process.version}; daemon flags ${DAEMON_FLAGS.join(' ')}`,
+  ];
+  process.stdout.write([...header, '', ...table, '', ...notes.map((n) => `- ${n}`), ''].join('\n'));
+  if (!args.keep) rmSync(work, { recursive: true, force: true });
+}
+
+function fmtCount(n: number): string {
+  return n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n);
+}
+
+/** The sweep runs every -s minutes; 0.05 fires it 3 s after start, under load. The load stops
+ *  2 s after the first sweep (the one over the dead records) has ended. */
+async function sweepRun(dir: string, ref: Row): Promise<void> {
+  const d = await startQgreyd(dir, ['-s', '0.05']);
+  if ((await firstReply(d)) === null) throw new Error('qgreyd did not answer');
+  const trace = join(work, 'sweep.trace');
+  let lg: ChildProcess | null = null;
+  const load = runLoad(d.port, ['--duration', '600', '--trace', trace], (p) => (lg = p));
+  const sw = await waitForLog(d.logFile, /^sweep scanned=\d+ deleted=[1-9]/, 300_000);
+  await new Promise((r) => setTimeout(r, 2000));
+  (lg as ChildProcess | null)?.kill('SIGINT');
+  const r = await load;
+  const hwm = peakRss(d.proc.pid!).hwmMb;
+  await d.stop();
+  if (sw === null) {
+    notes.push('sweep: did not finish within 300 s');
+    return;
+  }
+  const m = /scanned=(\d+) deleted=(\d+) ms=(\d+)/.exec(sw.line)!;
+  const sweepMs = Number(m[3]);
+  const endRel = sw.at - r.start_ms;
+  const startRel = endRel - sweepMs;
+  const buf = readFileSync(trace);
+  const words = new Uint32Array(buf.buffer, buf.byteOffset, buf.length / 4);
+  const inside: number[] = [];
+  const outside: number[] = [];
+  for (let i = 0; i < words.length; i += 2) {
+    const tMs = words[i] / 1000;
+    (tMs >= startRel && tMs <= endRel ? inside : outside).push(words[i + 1]);
+  }
+  const p99 = (a: number[]) => (a.length === 0 ? NaN : a.sort((x, y) => x - y)[Math.floor(a.length * 0.99)] / 1000);
+  rows.push({ name: `qgreyd, sweep of ${fmtCount(count)} dead (whole run)`, r, rss: hwm });
+  notes.push(
+    `sweep: scanned ${Number(m[1]).toLocaleString('en-US')}, deleted ${Number(m[2]).toLocaleString('en-US')} in ${(sweepMs / 1000).toFixed(1)} s under load; ` +
+      `p99 while it ran ${p99(inside).toFixed(2)} ms (${inside.length} requests, ${((inside.length / sweepMs) * 1000).toFixed(0)} req/s), ` +
+      `p99 outside it ${p99(outside).toFixed(2)} ms, p99 without sweep (same store) ${(ref.r.p99_us / 1000).toFixed(2)} ms: ` +
+      `+${(p99(inside) - ref.r.p99_us / 1000).toFixed(2)} ms`,
+  );
+}
+
+main().catch((e: unknown) => {
+  say(`bench: ${(e as Error).stack ?? String(e)}`);
+  process.exit(111);
+});
+
