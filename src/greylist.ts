@@ -133,8 +133,9 @@ export class Greylist {
         }
         if (out.knownGood !== undefined) {
           const k = ipKey(batch[i].req.ip);
+          // refreshing a known-good IP within the same second changes nothing on disk
+          if (known.get(k) !== out.knownGood) writes.set(k, out.knownGood);
           known.set(k, out.knownGood);
-          writes.set(k, out.knownGood);
         }
         for (const [key, t] of out.triplets) {
           const k = tripletDbKey(key);
