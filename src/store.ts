@@ -340,8 +340,19 @@ function prepareDir(path: string): void {
     try {
       mkdirSync(path, { recursive: true, mode: 0o700 });
     } catch (e2) {
-      const err2 = e2 as NodeJS.ErrnoException;
-      throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot create it (${err2.code}); create it by hand, writable by the daemon's user`);
+      let code = (e2 as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        // a recursive mkdir reports ENOENT for EROFS and EACCES too; when the parent exists,
+        // a plain mkdir tells the real cause
+        try {
+          mkdirSync(path, { mode: 0o700 });
+          return;
+        } catch (e3) {
+          code = (e3 as NodeJS.ErrnoException).code ?? code;
+        }
+      }
+      const fix = code === 'EROFS' ? 'the file system is read-only; remount it read-write or give a directory on a writable one' : "create it by hand, writable by the daemon's user";
+      throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot create it (${code}); ${fix}`);
     }
     return;
   }
