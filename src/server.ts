@@ -37,6 +37,7 @@ export class Server {
   /** datagrams that arrived between binding and attach(): start-up opens the store only
    *  after binding and dropping privileges */
   private early: Array<[Buffer, dgram.RemoteInfo]> = [];
+  private earlyBytes = 0;
 
   constructor(private readonly opts: ServerOptions) {
     this.allow = opts.allow ?? AllowList.everyone();
@@ -49,6 +50,7 @@ export class Server {
     this.greylist = greylist;
     const early = this.early;
     this.early = [];
+    this.earlyBytes = 0;
     for (const [msg, rinfo] of early) this.onMessage(msg, rinfo);
   }
 
@@ -77,7 +79,12 @@ export class Server {
     }
     const greylist = this.greylist;
     if (greylist === null) {
-      if (this.early.length < 10_000) this.early.push([msg, rinfo]);
+      if (this.early.length < 10_000 && this.earlyBytes + msg.length <= MAX_IN_FLIGHT_BYTES) {
+        this.early.push([msg, rinfo]);
+        this.earlyBytes += msg.length;
+      } else {
+        this.overload.note(clientText(rinfo));
+      }
       return;
     }
     if (this.inFlight >= MAX_IN_FLIGHT || this.inFlightBytes + msg.length > MAX_IN_FLIGHT_BYTES) {
