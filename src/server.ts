@@ -2,37 +2,55 @@
 // and the decision log.
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
+import { AllowList, RateLimitedCounter } from './access.js';
 import type { Greylist, Result } from './greylist.js';
 import { escapeField, LineWriter, quoted } from './log.js';
 import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';
 
 /** Recipients shown in one log line; the rest are counted. */
 const LOG_RECIPIENTS = 50;
+/** Requests read but not yet answered, at most (by count and by datagram bytes). Past this the
+ *  daemon is not keeping up; further datagrams are dropped unanswered, which the client
+ *  treats as accept, exactly as when the kernel drops them: memory stays bounded. */
+export const MAX_IN_FLIGHT = 20_000;
+export const MAX_IN_FLIGHT_BYTES = 32 * 1024 * 1024;
 
 export interface ServerOptions {
   host: string;
   port: number;
   debug: boolean;
   log: LineWriter;
+  /** who may ask; default: everyone */
+  allow?: AllowList;
 }
 
 export class Server {
   private socket: dgram.Socket | null = null;
   private inFlight = 0;
+  private inFlightBytes = 0;
   private drained: Array<() => void> = [];
   counters = { received: 0, malformed: 0, replied: 0, storeErrors: 0 };
+  readonly refused: RateLimitedCounter;
+  readonly overload: RateLimitedCounter;
+  private readonly allow: AllowList;
   private greylist: Greylist | null = null;
   /** datagrams that arrived between binding and attach(): start-up opens the store only
    *  after binding and dropping privileges */
   private early: Array<[Buffer, dgram.RemoteInfo]> = [];
+  private earlyBytes = 0;
 
-  constructor(private readonly opts: ServerOptions) {}
+  constructor(private readonly opts: ServerOptions) {
+    this.allow = opts.allow ?? AllowList.everyone();
+    this.refused = new RateLimitedCounter((l) => opts.log.line(l), 'refused');
+    this.overload = new RateLimitedCounter((l) => opts.log.line(l), 'overload');
+  }
 
   /** Start deciding, beginning with what arrived since listen(). */
   attach(greylist: Greylist): void {
     this.greylist = greylist;
     const early = this.early;
     this.early = [];
+    this.earlyBytes = 0;
     for (const [msg, rinfo] of early) this.onMessage(msg, rinfo);
   }
 
@@ -55,13 +73,26 @@ export class Server {
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (!this.allow.allows(rinfo.address)) {
+      this.refused.note(clientText(rinfo));
+      return;
+    }
     const greylist = this.greylist;
     if (greylist === null) {
-      if (this.early.length < 10_000) this.early.push([msg, rinfo]);
+      if (this.early.length < 10_000 && this.earlyBytes + msg.length <= MAX_IN_FLIGHT_BYTES) {
+        this.early.push([msg, rinfo]);
+        this.earlyBytes += msg.length;
+      } else {
+        this.overload.note(clientText(rinfo));
+      }
+      return;
+    }
+    if (this.inFlight >= MAX_IN_FLIGHT || this.inFlightBytes + msg.length > MAX_IN_FLIGHT_BYTES) {
+      this.overload.note(clientText(rinfo));
       return;
     }
     this.counters.received++;
-    const client = isIP(rinfo.address) === 6 ? `[${rinfo.address}]:${rinfo.port}` : `${rinfo.address}:${rinfo.port}`;
+    const client = clientText(rinfo);
     const decoded = decodeRequest(msg);
     if (!decoded.ok) {
       this.malformed(client, msg, decoded.error);
@@ -69,8 +100,10 @@ export class Server {
     }
     const req = decoded.request;
     this.inFlight++;
+    this.inFlightBytes += msg.length;
     greylist.submit(req, (result) => {
       this.answer(client, rinfo, msg, req, result);
+      this.inFlightBytes -= msg.length;
       if (--this.inFlight === 0) {
         const d = this.drained;
         this.drained = [];
@@ -123,8 +156,14 @@ export class Server {
     const socket = this.socket;
     if (!socket) return;
     socket.removeAllListeners('message');
+    this.refused.flush();
+    this.overload.flush();
     if (this.inFlight > 0) await new Promise<void>((r) => this.drained.push(r));
     this.socket = null;
     await new Promise<void>((r) => socket.close(() => r()));
   }
+}
+
+function clientText(rinfo: dgram.RemoteInfo): string {
+  return isIP(rinfo.address) === 6 ? `[${rinfo.address}]:${rinfo.port}` : `${rinfo.address}:${rinfo.port}`;
 }

@@ -5,6 +5,12 @@
 // Values are msgpack-lite encoded. A meta record "!format" carries the format version so a
 // later release can migrate. A bounded cache of values (and of known absences) sits in
 // front of LevelDB; every write goes through this object, so the cache is never stale.
+//
+// A failed read or write at run time (disk full, I/O error) does not end the process: the
+// operation fails (the caller answers "accept"), and the store closes and reopens the
+// database before it is used again, with backoff, because LevelDB keeps a sticky error after
+// a failed write. The reopen happens inside a get/write/scan call, which the decision queue
+// serialises, so no request ever sees a half-open database.
 import { mkdirSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Level } from 'level';
@@ -35,6 +41,23 @@ export interface StoreOptions {
   cacheSize?: number;
   /** fsync each batch: survives power loss, not only process death (default false) */
   sync?: boolean;
+  /** told when the store fails at run time, when a reopen fails, and when it is back */
+  onHealth?: (event: StoreHealth) => void;
+}
+
+export type StoreHealth =
+  | { state: 'failed'; error: string; retryInMs: number }
+  | { state: 'recovered'; afterMs: number };
+
+/** Backoff between reopen attempts after a run-time failure: first, and at most. */
+export const REOPEN_FIRST_MS = 250;
+export const REOPEN_MAX_MS = 15_000;
+
+interface Failure {
+  since: number;
+  error: string;
+  backoffMs: number;
+  nextAttempt: number;
 }
 
 export interface StoredRecord {
@@ -48,8 +71,10 @@ export class Store {
   private readonly cache: RecentCache<number | null>;
   private readonly sync: boolean;
   private closed = false;
+  private failure: Failure | null = null;
+  private reopening: Promise<void> | null = null;
 
-  private constructor(private readonly db: Db, readonly dir: string, opts: StoreOptions) {
+  private constructor(private db: Db, readonly dir: string, private readonly opts: StoreOptions) {
     this.cache = new RecentCache(opts.cacheSize ?? 100_000);
     this.sync = opts.sync ?? false;
   }
@@ -57,37 +82,35 @@ export class Store {
   static async open(dir: string, opts: StoreOptions = {}): Promise<Store> {
     const path = resolve(dir);
     prepareDir(path);
-    const db: Db = new Level<string, Buffer>(path, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
-    try {
-      await db.open();
-    } catch (e) {
-      throw openError(e, path);
-    }
-    const store = new Store(db, path, opts);
-    try {
-      await store.checkFormat();
-    } catch (e) {
-      await db.close().catch(() => undefined);
-      throw e;
-    }
-    return store;
+    return new Store(await openDb(path), path, opts);
   }
 
-  private async checkFormat(): Promise<void> {
-    const raw = await this.db.get(FORMAT_KEY);
-    if (raw === undefined) {
-      const it = this.db.keys({ limit: 1 });
-      const any = await it.next();
-      await it.close();
-      if (any !== undefined) {
-        throw new StoreError('QGREYD_STORE_FORMAT', `state directory ${this.dir} holds a LevelDB database that qgreyd did not write (no ${FORMAT_KEY} record); give qgreyd a directory of its own`);
-      }
-      await this.db.put(FORMAT_KEY, msgpack.encode({ format: FORMAT_VERSION, created: Math.floor(Date.now() / 1000) }), { sync: true });
-      return;
+  /** Rebuilds a damaged store with LevelDB's RepairDB (it salvages every readable record from
+   *  the table and log files and writes a new manifest). Refuses while another process holds
+   *  the store, since RepairDB itself takes no lock. */
+  static async repair(dir: string): Promise<void> {
+    const path = resolve(dir);
+    let st;
+    try {
+      st = statSync(path);
+    } catch (e) {
+      throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot examine it (${(e as NodeJS.ErrnoException).code}); give the state directory to repair`);
     }
-    const meta = msgpack.decode(raw) as { format?: unknown };
-    if (meta.format !== FORMAT_VERSION) {
-      throw new StoreError('QGREYD_STORE_FORMAT', `state directory ${this.dir} has store format ${String(meta.format)}, this qgreyd reads format ${FORMAT_VERSION}; run the qgreyd release that wrote it, or migrate it`);
+    if (!st.isDirectory()) throw new StoreError('QGREYD_STORE_NOT_DIR', `state directory ${path} is not a directory; give the state directory to repair`);
+    const probe: Db = new Level<string, Buffer>(path, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    try {
+      await probe.open({ createIfMissing: false });
+      await probe.close();
+    } catch (e) {
+      const err = openError(e, path);
+      if (err.code === 'QGREYD_STORE_LOCKED' || err.code === 'QGREYD_STORE_ACCESS') throw err;
+    }
+    const repair = (Level as unknown as { repair?: (location: string) => Promise<void> }).repair;
+    if (typeof repair !== 'function') throw new StoreError('QGREYD_STORE_IO', 'this build of the level package has no repair(); install classic-level 1.3 or later');
+    try {
+      await repair.call(Level, path);
+    } catch (e) {
+      throw openError(e, path);
     }
   }
 
@@ -106,7 +129,13 @@ export class Store {
       }
     }
     if (missing !== null && missingAt !== null) {
-      const raw = await this.db.getMany(missing);
+      const db = await this.usable();
+      let raw: Array<Buffer | undefined>;
+      try {
+        raw = await db.getMany(missing);
+      } catch (e) {
+        throw this.failed(e);
+      }
       for (let j = 0; j < raw.length; j++) {
         const r = raw[j];
         const v = r === undefined ? undefined : decodeTime(r);
@@ -126,7 +155,8 @@ export class Store {
   /** Writes a batch atomically: a number sets a record, null deletes it. */
   async write(ops: ReadonlyArray<readonly [key: string, time: number | null]>): Promise<void> {
     if (ops.length === 0) return;
-    const batch = this.db.batch();
+    const db = await this.usable();
+    const batch = db.batch();
     // a batch's records mostly carry the same time (the batch's "now"): encode it once; the
     // batch copies the bytes, so sharing the buffer is safe
     let encodedTime = NaN;
@@ -145,7 +175,7 @@ export class Store {
       await batch.write({ sync: this.sync });
     } catch (e) {
       for (const [key] of ops) this.cache.delete(key);
-      throw e;
+      throw this.failed(e);
     }
     for (const [key, time] of ops) this.remember(key, time);
   }
@@ -156,13 +186,21 @@ export class Store {
 
   /** Records whose key starts with prefix, in key order, in chunks; from `after` (exclusive). */
   async *scan(prefix: string, opts: { after?: string; chunk?: number } = {}): AsyncGenerator<StoredRecord[]> {
-    const it = this.db.iterator({
+    const db = await this.usable();
+    const it = db.iterator({
       gt: opts.after ?? prefix,
       lt: prefix + '\uffff',
     });
     try {
       for (;;) {
-        const entries = await it.nextv(opts.chunk ?? 1000);
+        let entries: Array<[string, Buffer]>;
+        try {
+          entries = await it.nextv(opts.chunk ?? 1000);
+        } catch (e) {
+          // the database was reopened under this scan: the caller starts again later
+          if (db !== this.db) throw new StoreError('QGREYD_STORE_IO', 'the store was reopened during a scan', true);
+          throw this.failed(e);
+        }
         if (entries.length === 0) return;
         yield entries.map(([key, value]) => ({ key, time: decodeTime(value) }));
       }
@@ -175,11 +213,103 @@ export class Store {
     return this.cache.size;
   }
 
+  /** Whether the last run-time failure is still unrepaired. */
+  get healthy(): boolean {
+    return this.failure === null;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.reopening?.catch(() => undefined);
     this.cache.clear();
-    await this.db.close();
+    await this.db.close().catch((e: unknown) => {
+      if (this.failure === null) throw e;
+    });
+  }
+
+  /** The open database, reopening it first after a failure once the backoff has passed. */
+  private async usable(): Promise<Db> {
+    if (this.closed) throw new StoreError('QGREYD_STORE_IO', `state directory ${this.dir}: the store is closed`);
+    if (this.failure === null) return this.db;
+    if (this.reopening === null) {
+      const f = this.failure;
+      if (Date.now() < f.nextAttempt) {
+        throw new StoreError('QGREYD_STORE_IO', `state directory ${this.dir}: store unavailable (${f.error}); reopening in ${f.nextAttempt - Date.now()} ms`, true);
+      }
+      this.reopening = this.reopen(f).finally(() => {
+        this.reopening = null;
+      });
+    }
+    await this.reopening;
+    return this.db;
+  }
+
+  private async reopen(f: Failure): Promise<void> {
+    await this.db.close().catch(() => undefined);
+    // whatever the failed writes left behind, the cache must not vouch for it
+    this.cache.clear();
+    try {
+      this.db = await openDb(this.dir);
+    } catch (e) {
+      f.error = (e as Error).message;
+      f.backoffMs = Math.min(f.backoffMs * 2, REOPEN_MAX_MS);
+      f.nextAttempt = Date.now() + f.backoffMs;
+      this.opts.onHealth?.({ state: 'failed', error: f.error, retryInMs: f.backoffMs });
+      throw new StoreError('QGREYD_STORE_IO', `state directory ${this.dir}: store unavailable (${f.error}); reopening in ${f.backoffMs} ms`, true);
+    }
+    this.failure = null;
+    this.opts.onHealth?.({ state: 'recovered', afterMs: Date.now() - f.since });
+  }
+
+  /** Records a run-time failure; returns the error to throw. Corruption is not something a
+   *  reopen cures, so it only fails the operation that met it. */
+  private failed(e: unknown): Error {
+    const err = e as { code?: string; message?: string };
+    const message = err.message ?? String(e);
+    if (err.code === 'LEVEL_CORRUPTION') {
+      return new StoreError('QGREYD_STORE_CORRUPT', `state directory ${this.dir}: ${message}; stop qgreyd and run: qgreyd --repair ${this.dir}`);
+    }
+    if (this.failure === null) {
+      const now = Date.now();
+      this.failure = { since: now, error: message, backoffMs: REOPEN_FIRST_MS, nextAttempt: now + REOPEN_FIRST_MS };
+      this.opts.onHealth?.({ state: 'failed', error: message, retryInMs: REOPEN_FIRST_MS });
+    }
+    return e instanceof Error ? e : new Error(message);
+  }
+}
+
+async function openDb(path: string): Promise<Db> {
+  const db: Db = new Level<string, Buffer>(path, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  try {
+    await db.open();
+  } catch (e) {
+    throw openError(e, path);
+  }
+  try {
+    await checkFormat(db, path);
+  } catch (e) {
+    await db.close().catch(() => undefined);
+    throw e instanceof StoreError ? e : openError(e, path);
+  }
+  return db;
+}
+
+async function checkFormat(db: Db, dir: string): Promise<void> {
+  const raw = await db.get(FORMAT_KEY);
+  if (raw === undefined) {
+    const it = db.keys({ limit: 1 });
+    const any = await it.next();
+    await it.close();
+    if (any !== undefined) {
+      throw new StoreError('QGREYD_STORE_FORMAT', `state directory ${dir} holds a LevelDB database that qgreyd did not write (no ${FORMAT_KEY} record); give qgreyd a directory of its own`);
+    }
+    await db.put(FORMAT_KEY, msgpack.encode({ format: FORMAT_VERSION, created: Math.floor(Date.now() / 1000) }), { sync: true });
+    return;
+  }
+  const meta = msgpack.decode(raw) as { format?: unknown };
+  if (meta.format !== FORMAT_VERSION) {
+    throw new StoreError('QGREYD_STORE_FORMAT', `state directory ${dir} has store format ${String(meta.format)}, this qgreyd reads format ${FORMAT_VERSION}; run the qgreyd release that wrote it, or migrate it`);
   }
 }
 
@@ -215,8 +345,19 @@ function prepareDir(path: string): void {
     try {
       mkdirSync(path, { recursive: true, mode: 0o700 });
     } catch (e2) {
-      const err2 = e2 as NodeJS.ErrnoException;
-      throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot create it (${err2.code}); create it by hand, writable by the daemon's user`);
+      let code = (e2 as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        // a recursive mkdir reports ENOENT for EROFS and EACCES too; when the parent exists,
+        // a plain mkdir tells the real cause
+        try {
+          mkdirSync(path, { mode: 0o700 });
+          return;
+        } catch (e3) {
+          code = (e3 as NodeJS.ErrnoException).code ?? code;
+        }
+      }
+      const fix = code === 'EROFS' ? 'the file system is read-only; remount it read-write or give a directory on a writable one' : "create it by hand, writable by the daemon's user";
+      throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot create it (${code}); ${fix}`);
     }
     return;
   }
@@ -232,11 +373,19 @@ function openError(e: unknown, path: string): StoreError {
   if (code === 'LEVEL_LOCKED') {
     return new StoreError('QGREYD_STORE_LOCKED', `state directory ${path} is locked by another process (another qgreyd, or a qgreyctl holding it); stop that process or give another directory`, true);
   }
-  if (code === 'LEVEL_CORRUPTION') {
-    return new StoreError('QGREYD_STORE_CORRUPT', `state directory ${path}: the store is corrupt (${detail}); see "Repairing a corrupt store" in the README`);
+  // a file of the store gone missing (CURRENT naming a lost manifest, a lost table) is damage
+  // RepairDB fixes, though LevelDB reports it as I/O
+  if (code === 'LEVEL_CORRUPTION' || (detail.includes(path + '/') && /No such file or directory/.test(detail))) {
+    return new StoreError('QGREYD_STORE_CORRUPT', `state directory ${path}: the store is corrupt (${detail}); stop every process using it and run: qgreyd --repair ${path}`);
   }
-  if (/permission denied|EACCES|read-only/i.test(detail)) {
+  if (/read-only file system|EROFS/i.test(detail)) {
+    return new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot open the store, the file system is read-only (${detail}); remount it read-write or give a directory on a writable file system`);
+  }
+  if (/permission denied|EACCES/i.test(detail)) {
     return new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot open the store (${detail}); make the directory and its files writable by the daemon's user`);
+  }
+  if (/no space left|ENOSPC|quota/i.test(detail)) {
+    return new StoreError('QGREYD_STORE_IO', `state directory ${path}: cannot open the store, the disk is full (${detail}); free space on the file system that holds it`, true);
   }
   return new StoreError('QGREYD_STORE_IO', `state directory ${path}: cannot open the store (${detail})`, true);
 }

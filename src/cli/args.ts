@@ -1,6 +1,7 @@
 // The qgreyd command line: greydaemon's flags and positional arguments, plus long names.
 import { isIP } from 'node:net';
 import minimist from 'minimist';
+import { parseRange } from '../whitelist.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 1999;
@@ -19,17 +20,28 @@ export interface Options {
   /** minimum resend delay, minutes (-m) */
   minResendMinutes: number;
   sync: boolean;
+  /** --allow: client networks that may query; empty: the default for the listen address */
+  allow: string[];
+  /** --cache-size: records the store's LRU cache holds */
+  cacheSize: number;
   host: string;
   port: number;
   stateDir: string;
 }
 
-export type Parsed = { kind: 'run'; options: Options } | { kind: 'help' } | { kind: 'version' };
+export const DEFAULT_CACHE_SIZE = 100_000;
+
+export type Parsed =
+  | { kind: 'run'; options: Options }
+  | { kind: 'repair'; stateDir: string }
+  | { kind: 'help' }
+  | { kind: 'version' };
 
 export class UsageError extends Error {}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
-              [--sync] [ipaddr[:port] [statedir]]
+              [--sync] [--allow CIDR]... [--cache-size N] [ipaddr[:port] [statedir]]
+       qgreyd --repair [statedir]
 
   ipaddr[:port]  address to listen on (default ${DEFAULT_HOST}:${DEFAULT_PORT});
                  IPv6 as ::1 or [::1]:1999; port 0 picks a free port
@@ -43,6 +55,12 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
   -u, --user USER             after binding, run as this user (uid, gid and groups)
   -d, --debug                 log each triplet's outcome and malformed datagrams in hex
       --sync                  fsync every write (survive power loss, not only a crash)
+      --allow CIDR            client networks that may query (repeatable; IPv4 or IPv6
+                              ranges or addresses, several per value separated by blanks
+                              or commas). Default: loopback only when listening on
+                              loopback, everyone (with a warning) otherwise
+      --cache-size N          records kept in the memory cache (${DEFAULT_CACHE_SIZE})
+      --repair                rebuild a corrupt store with LevelDB's repair, then exit
       --help, --version
 Values may be fractional: -m 0.05 is three seconds.`;
 
@@ -56,8 +74,8 @@ const NUMERIC: Array<[flag: string, name: string, unit: string, min: number, all
 export function parseArgs(argv: string[]): Parsed {
   const unknown: string[] = [];
   const a = minimist(argv, {
-    string: ['u', 'w', 's', 't', 'g', 'm'],
-    boolean: ['d', 'help', 'version', 'sync'],
+    string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size'],
+    boolean: ['d', 'help', 'version', 'sync', 'repair'],
     alias: { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' },
     unknown: (arg) => {
       if (arg.startsWith('-') && arg !== '-' && !/^-\d/.test(arg)) {
@@ -70,6 +88,13 @@ export function parseArgs(argv: string[]): Parsed {
   if (unknown.length > 0) throw new UsageError(`unknown option ${unknown[0]}; see qgreyd --help`);
   if (a.help) return { kind: 'help' };
   if (a.version) return { kind: 'version' };
+  if (a.repair) {
+    const pos = a._.map(String);
+    if (pos.length > 1) throw new UsageError(`--repair takes one state directory, not ${pos.length} arguments`);
+    const dir = pos[0] ?? DEFAULT_STATE;
+    if (dir === '') throw new UsageError('--repair: an empty path; give the state directory');
+    return { kind: 'repair', stateDir: dir };
+  }
 
   const num: Record<string, number> = { s: 10, t: 7, g: 12, m: 5 };
   for (const [flag, name, unit, , allowZero] of NUMERIC) {
@@ -91,6 +116,16 @@ export function parseArgs(argv: string[]): Parsed {
   const whitelist = last(a.w);
   if (whitelist !== undefined && whitelist === '') throw new UsageError('-w (--whitelist): needs a file name');
 
+  const allow = parseAllow(a.allow);
+  let cacheSize = DEFAULT_CACHE_SIZE;
+  const rawCache = last(a['cache-size']);
+  if (rawCache !== undefined) {
+    if (!/^\d{1,9}$/.test(rawCache.trim())) {
+      throw new UsageError(`--cache-size: ${JSON.stringify(rawCache)} is not a whole number of records; give e.g. --cache-size ${DEFAULT_CACHE_SIZE}`);
+    }
+    cacheSize = Number(rawCache.trim());
+  }
+
   const pos = a._.map(String);
   if (pos.length > 2) throw new UsageError(`too many arguments (${pos.slice(2).join(' ')}); expected [ipaddr[:port] [statedir]]`);
   const { host, port } = parseListen(pos[0] ?? '');
@@ -108,11 +143,30 @@ export function parseArgs(argv: string[]): Parsed {
       greyHours: num.g,
       minResendMinutes: num.m,
       sync: Boolean(a.sync),
+      allow,
+      cacheSize,
       host,
       port,
       stateDir,
     },
   };
+}
+
+/** Every --allow value, split on blanks and commas (so an env file's list can be passed as
+ *  one argument), each checked to be an address or range. */
+function parseAllow(v: unknown): string[] {
+  const values = v === undefined ? [] : Array.isArray(v) ? v.map(String) : [String(v)];
+  const out: string[] = [];
+  for (const value of values) {
+    const items = value.split(/[\s,]+/).filter((x) => x !== '');
+    if (items.length === 0) throw new UsageError('--allow: needs an address or range, e.g. --allow 127.0.0.1 or --allow 192.0.2.0/24');
+    for (const item of items) {
+      const r = parseRange(item);
+      if (typeof r === 'string') throw new UsageError(`--allow: ${JSON.stringify(item)} ${r}`);
+      out.push(item);
+    }
+  }
+  return out;
 }
 
 function last(v: unknown): string | undefined {

@@ -3,6 +3,7 @@
 // permanent (usage or configuration) error, 111 for a temporary one.
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { AllowList } from '../access.js';
 import { AdminServer } from '../admin.js';
 import { Greylist } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
@@ -12,6 +13,7 @@ import { Store, StoreError } from '../store.js';
 import { Whitelist, WhitelistError } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, prepareStateDir, type Account } from './privileges.js';
+import { repairStore } from './repair.js';
 
 export const EXIT_PERMANENT = 100;
 export const EXIT_TEMPORARY = 111;
@@ -38,6 +40,12 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(`qgreyd ${version()}\n`);
       return;
     }
+    if (parsed.kind === 'repair') {
+      const r = await repairStore(parsed.stateDir);
+      process.stdout.write(r.stdout);
+      process.stderr.write(r.stderr);
+      process.exit(r.code);
+    }
     options = parsed.options;
   } catch (e) {
     if (e instanceof UsageError) fail(e.message, EXIT_PERMANENT);
@@ -63,7 +71,8 @@ async function main(argv: string[]): Promise<void> {
   const settings = settingsFrom(options.timeoutDays, options.greyHours, options.minResendMinutes);
   // bind first (a port below 1024 needs root), then drop privileges, then open the store as
   // the user who will own its files
-  const server = new Server({ host: options.host, port: options.port, debug: options.debug, log });
+  const allow = options.allow.length > 0 ? AllowList.parse(options.allow) : AllowList.defaultFor(options.host);
+  const server = new Server({ host: options.host, port: options.port, debug: options.debug, log, allow });
   let bound: { address: string; port: number };
   try {
     bound = await server.listen();
@@ -88,7 +97,16 @@ async function main(argv: string[]): Promise<void> {
 
   let store: Store;
   try {
-    store = await Store.open(options.stateDir, { sync: options.sync });
+    store = await Store.open(options.stateDir, {
+      sync: options.sync,
+      cacheSize: options.cacheSize,
+      onHealth: (h) =>
+        log.line(
+          h.state === 'failed'
+            ? `error store state=${resolve(options.stateDir)} ${quoted(h.error)} answering=accept retry-in=${h.retryInMs}ms`
+            : `store recovered state=${resolve(options.stateDir)} after=${h.afterMs}ms`,
+        ),
+    });
   } catch (e) {
     if (e instanceof StoreError) {
       const who = account ? ` (running as ${account.name})` : '';
@@ -106,9 +124,17 @@ async function main(argv: string[]): Promise<void> {
   log.line(
     `start version=${ver} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
       `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
-      `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'}`,
+      `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'} ` +
+      `allow=${allow} cache-size=${options.cacheSize}`,
   );
   log.line(adminError === null ? `admin listen=${admin.path}` : `error admin socket ${admin.path} not started, qgreyctl works only while qgreyd is stopped: ${quoted(adminError)}`);
+  if (!allow.restricted) {
+    // kept a warning, not a refusal, so that a greydaemon run script listening on a LAN
+    // address keeps working when only the program's path changes
+    const warning = `warning listen=${listen} is not a loopback address and no --allow is given: qgreyd answers ANY host that can reach this port; add --allow with your mail servers' addresses (env/ALLOW)`;
+    log.line(warning);
+    process.stderr.write(`qgreyd: ${warning}\n`);
+  }
   if (account && options.whitelist !== null) {
     try {
       accessSync(options.whitelist, constants.R_OK);
@@ -153,7 +179,10 @@ async function main(argv: string[]): Promise<void> {
       await gl.stop();
       await store.close();
       const c = server.counters;
-      log.line(`stopped received=${c.received} replied=${c.replied} malformed=${c.malformed} store-errors=${c.storeErrors}`);
+      log.line(
+        `stopped received=${c.received} replied=${c.replied} malformed=${c.malformed} store-errors=${c.storeErrors} ` +
+          `refused=${server.refused.total} overload=${server.overload.total}`,
+      );
       log.flush();
       process.exit(0);
     })();

@@ -1,0 +1,129 @@
+// Who may ask (--allow): the client networks whose datagrams the daemon reads. Everything
+// else is dropped before decoding, unanswered, and only counted; the log gets at most one
+// summary line per period, so a flood from outside cannot flood the log.
+import { normaliseIp } from './protocol.js';
+import { ipv4ToInt, ipv6ToBigInt, parseRange } from './whitelist.js';
+
+interface V4Net {
+  network: number;
+  prefix: number;
+}
+interface V6Net {
+  network: bigint;
+  prefix: number;
+}
+
+export class AllowList {
+  private readonly v4: V4Net[] = [];
+  private readonly v6: V6Net[] = [];
+  /** false: every source is allowed (bound to a non-loopback address with no --allow) */
+  readonly restricted: boolean;
+
+  private constructor(readonly entries: readonly string[], restricted: boolean) {
+    this.restricted = restricted;
+  }
+
+  /** Parses CIDR ranges or single addresses, IPv4 or IPv6; throws with the bad entry. */
+  static parse(entries: readonly string[]): AllowList {
+    const list = new AllowList(entries, true);
+    for (const text of entries) {
+      const r = parseRange(text);
+      if (typeof r === 'string') throw new Error(`${JSON.stringify(text)} ${r}`);
+      if (r.family === 4) list.v4.push({ network: r.network, prefix: r.prefix });
+      else list.v6.push({ network: r.network, prefix: r.prefix });
+    }
+    return list;
+  }
+
+  static everyone(): AllowList {
+    return new AllowList(['everyone'], false);
+  }
+
+  /** The default for a listen address when no --allow is given: loopback only when bound
+   *  to loopback, everyone (with a start-up warning) otherwise. */
+  static defaultFor(host: string): AllowList {
+    return isLoopback(host) ? AllowList.parse(['127.0.0.0/8', '::1']) : AllowList.everyone();
+  }
+
+  /** `ip` as reported by the socket (IPv4 dotted quad or IPv6 text). */
+  allows(ip: string): boolean {
+    if (!this.restricted) return true;
+    const n = normaliseIp(ip);
+    if (n === null) return false;
+    if (n.family === 4) {
+      const a = ipv4ToInt(n.ip);
+      for (const net of this.v4) {
+        if (net.prefix === 0 || (a ^ net.network) >>> (32 - net.prefix) === 0) return true;
+      }
+      return false;
+    }
+    const a = ipv6ToBigInt(n.ip);
+    for (const net of this.v6) {
+      if (net.prefix === 0 || (a ^ net.network) >> BigInt(128 - net.prefix) === 0n) return true;
+    }
+    return false;
+  }
+
+  toString(): string {
+    return this.entries.join(',');
+  }
+}
+
+export function isLoopback(host: string): boolean {
+  const n = normaliseIp(host);
+  if (n === null) return false;
+  return n.family === 4 ? n.ip.startsWith('127.') : n.ip === '::1';
+}
+
+/** Counts dropped datagrams and reports them in at most one line per `periodMs`: the first
+ *  drop after a quiet period is logged at once, later ones are summed into one line at the
+ *  end of the period. */
+export class RateLimitedCounter {
+  total = 0;
+  private pending = 0;
+  private last = '';
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly write: (line: string) => void,
+    private readonly word: string,
+    private readonly periodMs = 10_000,
+  ) {}
+
+  note(client: string): void {
+    this.total++;
+    if (this.timer === null) {
+      this.write(`${this.word} client=${client} count=1 total=${this.total}`);
+      this.arm();
+      return;
+    }
+    this.pending++;
+    this.last = client;
+  }
+
+  private arm(): void {
+    this.timer = setTimeout(() => this.tick(), this.periodMs);
+    this.timer.unref();
+  }
+
+  private tick(): void {
+    if (this.pending === 0) {
+      this.timer = null;
+      return;
+    }
+    this.report();
+    this.arm();
+  }
+
+  private report(): void {
+    this.write(`${this.word} client=${this.last} count=${this.pending} total=${this.total} period=${this.periodMs / 1000}s`);
+    this.pending = 0;
+  }
+
+  /** Report what is pending now (at shutdown). */
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.pending > 0) this.report();
+  }
+}
