@@ -326,6 +326,8 @@ test('qgreyd under svscan, supervise and multilog: install, svstat, replies, svc
   writeFileSync(site.env('MIN_RESEND_MINUTES'), '0.02\n');
   writeFileSync(site.env('TIMEOUT_DAYS'), '');
   unlinkSync(site.env('SWEEP_MINUTES'));
+  // envdir reads a file's first line only: the list is one line
+  writeFileSync(site.env('ALLOW'), '127.0.0.0/8 ::1\n');
 
   // 2. svscan on a scratch /service, with an environment that must not leak into the settings
   site.startSvscan({
@@ -348,6 +350,7 @@ test('qgreyd under svscan, supervise and multilog: install, svstat, replies, svc
   assert.match(start, / timeout=7d /, 'an empty env file means the default');
   assert.match(start, / sweep=10m /, "a missing env file means the default, not svscan's environment");
   assert.match(start, / grey-window=12h /);
+  assert.match(start, / allow=127\.0\.0\.0\/8,::1 /, 'env/ALLOW is used');
   assert.match(start, / whitelist=\.\/whitelist whitelist-entries=2 /);
   assert.match(start, new RegExp(` user=${IS_ROOT ? site.daemonUser : '-'} `));
   // envdir and sh exec: the pid supervise signals is node running qgreyd itself
@@ -403,7 +406,7 @@ test('qgreyd under svscan, supervise and multilog: install, svstat, replies, svc
   const beforeDown = site.log().length;
   site.svc('-d');
   const downStop = await site.waitForLog(/^stop signal=SIGTERM$/, beforeDown);
-  await site.waitForLog(/^stopped received=\d+ replied=\d+ malformed=0 store-errors=0$/, downStop);
+  await site.waitForLog(/^stopped received=\d+ replied=\d+ malformed=0 store-errors=0 refused=0 overload=0$/, downStop);
   await waitFor('svstat down', () => (site.svstat('service').up ? undefined : true));
   assert.ok(!alive(second), 'qgreyd has exited');
   await sleep(1500); // longer than supervise's one-second pause before a restart

@@ -186,6 +186,9 @@ function create(p: Plan): void {
       SWEEP_MINUTES: '10',
       DEBUG: '',
       SYNC: '',
+      // empty: qgreyd's default (loopback only when it listens on loopback)
+      ALLOW: '',
+      CACHE_SIZE: '',
     };
     for (const [name, value] of Object.entries(env)) file(join(p.dir, 'env', name), value === '' ? '' : value + '\n', 0o644);
     copyFileSync(SAMPLE_WHITELIST, join(p.dir, 'whitelist'));
