@@ -37,6 +37,10 @@ export class Greylist {
   private stopping = false;
   /** keys that batches changed while a sweep chunk was between its read and its delete */
   private sweepWatch: Set<string> | null = null;
+  /** dead keys the sweep hands over; the next batch deletes them in its own write */
+  /** request batches decided since the sweep's last chunk */
+  private requestBatches = 0;
+  private sweepDeletes: Array<{ keys: string[]; done: (deleted: number | Error) => void }> = [];
 
   constructor(
     readonly store: Store,
@@ -77,9 +81,9 @@ export class Greylist {
   }
 
   private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
+    while (this.queue.length > 0 || this.sweepDeletes.length > 0) {
       const first = this.queue[0];
-      if ('task' in first) {
+      if (first !== undefined && 'task' in first) {
         this.queue.shift();
         await first.task().catch(() => undefined);
         continue;
@@ -88,6 +92,8 @@ export class Greylist {
       while (n < this.queue.length && 'req' in this.queue[n]) n++;
       const batch = this.queue.splice(0, n) as PendingRequest[];
       await this.runBatch(batch);
+      // a batch of deletes alone, when no request came
+      if (this.queue.length === 0 && this.sweepDeletes.length > 0) await new Promise<void>((r) => setImmediate(r));
     }
     this.running = false;
     const waiters = this.idleWaiters;
@@ -96,6 +102,7 @@ export class Greylist {
   }
 
   private async runBatch(batch: PendingRequest[]): Promise<void> {
+    if (batch.length > 0) this.requestBatches++;
     const now = this.clock();
     const results = new Array<Result>(batch.length);
     try {
@@ -145,7 +152,27 @@ export class Greylist {
         results[i] = { kind: 'decision', decision: out, whitelistEntry: listed[i] };
       }
       if (this.sweepWatch !== null) for (const k of writes.keys()) this.sweepWatch.add(k);
-      await this.store.write([...writes]);
+      const ops: Array<[string, number | null]> = [...writes];
+      // the sweep's deletes ride along in this write: no round trip of their own between
+      // batches. A key changed since the sweep's snapshot was read is left alone.
+      const sweep = this.sweepDeletes;
+      this.sweepDeletes = [];
+      const counts = sweep.map((group) => {
+        let n = 0;
+        for (const k of group.keys) {
+          if (writes.has(k) || this.sweepWatch?.has(k)) continue;
+          ops.push([k, null]);
+          n++;
+        }
+        return n;
+      });
+      try {
+        await this.store.write(ops);
+      } catch (e) {
+        for (const group of sweep) group.done(e as Error);
+        throw e;
+      }
+      sweep.forEach((group, i) => group.done(counts[i]));
     } catch (e) {
       const error = (e as Error).message ?? String(e);
       for (let i = 0; i < batch.length; i++) {
@@ -156,11 +183,12 @@ export class Greylist {
   }
 
   /** Delete dead records (PROTOCOL.md, Expiry), a chunk at a time, without stalling requests.
-   *  Records are read from a LevelDB snapshot while batches run; only the deletes run between
-   *  batches. From just before the snapshot on, batches note the keys they change, and a
-   *  noted key is left for the next sweep: every other record still holds the value read.
-   *  The note is bounded: past WATCH_LIMIT keys the scan restarts, with a fresh snapshot,
-   *  after the last key it read. */
+   *  Records are read from a LevelDB snapshot while batches run, and a chunk's dead keys are
+   *  deleted in the next batch's own write (no write of their own between batches). From just
+   *  before the snapshot on, batches note the keys they change, and a noted key is left for
+   *  the next sweep: every other record still holds the value read. The note is bounded: past
+   *  WATCH_LIMIT keys the scan restarts, with a fresh snapshot, after the last key it read.
+   *  While requests come, the sweep pauses after each chunk. */
   sweep(chunk = 250): Promise<SweepReport> {
     this.sweeping ??= this.runSweep(chunk).finally(() => {
       this.sweepWatch = null;
@@ -190,13 +218,18 @@ export class Greylist {
           const now = this.clock();
           const candidates = records.filter((r) => dead(r.time, now, this.settings));
           if (candidates.length > 0) {
-            deleted += await this.exclusive(async () => {
-              const changed = this.sweepWatch ?? new Set<string>();
-              const ops: Array<[string, null]> = [];
-              for (const c of candidates) if (!changed.has(c.key)) ops.push([c.key, null]);
-              await this.store.write(ops);
-              return ops.length;
+            deleted += await new Promise<number>((resolve, reject) => {
+              this.sweepDeletes.push({
+                keys: candidates.map((c) => c.key),
+                done: (n) => (typeof n === 'number' ? resolve(n) : reject(n)),
+              });
+              this.kick();
             });
+          }
+          // paced while requests come: the sweep competes with them for the CPU and LevelDB
+          if (this.requestBatches > 0) {
+            this.requestBatches = 0;
+            await new Promise((r) => setTimeout(r, SWEEP_PAUSE_MS));
           }
           if ((this.sweepWatch?.size ?? 0) > WATCH_LIMIT) {
             restart = true;
@@ -219,6 +252,8 @@ export class Greylist {
 
 /** keys the sweep notes before it restarts its scan with a fresh snapshot */
 const WATCH_LIMIT = 20_000;
+/** the sweep's pause after a chunk when requests were decided meanwhile */
+const SWEEP_PAUSE_MS = 10;
 
 export function unixNow(): number {
   return Math.floor(Date.now() / 1000);
