@@ -3,7 +3,7 @@
  * N clients, each with its own UDP socket and exactly one request in flight: send, wait for
  * the two reply bytes (or a timeout), send the next. All clients run in one thread on one
  * epoll set, so the generator costs little CPU next to the daemon on a 2-core machine (a Node
- * generator could not keep 32 clients busy fast enough; see docs/README-bench.md).
+ * generator could not keep 32 clients busy fast enough; see "Performance" in the README).
  *
  * Workload (shares are flags, normalised to sum 1):
  *   new     a new triplet from a random IP (11.0.0.0-99.255.255.255) with 1-3 recipients;

@@ -4,7 +4,7 @@
 // copies the entry back into the young one, so what is used stays. This approximates LRU
 // without the per-hit delete+set of a Map-ordered LRU, whose eviction (the first key in
 // insertion order) must skip every deleted slot left at the front of V8's hash table and
-// showed up as the daemon's hottest line under load (see docs/README-bench.md).
+// showed up as the daemon's hottest line under load (see "Performance" in the README).
 
 export class RecentCache<V> {
   private young = new Map<string, V>();
