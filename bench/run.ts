@@ -1,12 +1,13 @@
 // npm run bench: the standard set. npm run bench:big adds the big-store figures.
 //
 //   node dist/bench/run.js [--duration 10] [--clients 32] [--seed 1] [--new 0.4] [--retry 0.3]
-//        [--hot 0.3] [--stored 0] [--big] [--count 1000000] [--node-loadgen] [--keep]
+//        [--hot 0.3] [--stored 0] [--big] [--count 1000000] [--no-sweep] [--node-loadgen] [--keep]
 //
 // Standard set: the bare dgram baseline and qgreyd on an empty store, both driven by the same
 // load generator in the same run, so the ratio means something on a shared, noisy machine.
 // --big: fill COUNT live triplets; start-up time to the first reply; throughput and peak RSS
-// with them stored; then COUNT dead triplets and the expiry sweep's effect on latency.
+// with them stored; then (unless --no-sweep) COUNT dead triplets and the expiry sweep's effect
+// on latency.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,7 +23,7 @@ const DIST = join(ROOT, 'dist');
 const QGREYD = join(DIST, 'src', 'cli', 'qgreyd.js');
 const HOT_IPS = 1000;
 
-const args = minimist(process.argv.slice(2), { boolean: ['big', 'node-loadgen', 'keep', 'profile'] });
+const args = minimist(process.argv.slice(2), { boolean: ['big', 'node-loadgen', 'keep', 'profile', 'sweep'], default: { sweep: true } });
 const duration = Number(args.duration ?? 10);
 const clients = Number(args.clients ?? 32);
 const seed = Number(args.seed ?? 1);
@@ -235,10 +236,12 @@ async function main(): Promise<void> {
     say(`bench: qgreyd ${count} stored, stored share ${mixed.r.rps} req/s`);
     if (!args.keep) rmSync(live, { recursive: true, force: true });
 
-    const dead = join(work, 'dead');
-    fillStore(dead, count, true);
-    const ref = await qgreydRun(`qgreyd, ${fmtCount(count)} dead, no sweep`, dead);
-    await sweepRun(dead, ref);
+    if (args.sweep) {
+      const dead = join(work, 'dead');
+      fillStore(dead, count, true);
+      const ref = await qgreydRun(`qgreyd, ${fmtCount(count)} dead, no sweep`, dead);
+      await sweepRun(dead, ref);
+    }
   }
 
   const table = [
@@ -290,7 +293,7 @@ async function sweepRun(dir: string, ref: Row): Promise<void> {
     (tMs >= startRel && tMs <= endRel ? inside : outside).push(words[i + 1]);
   }
   const p99 = (a: number[]) => (a.length === 0 ? NaN : a.sort((x, y) => x - y)[Math.floor(a.length * 0.99)] / 1000);
-  rows.push({ name: `qgreyd, sweep of ${fmtCount(count)} dead (whole run)`, r, rss: hwm });
+  rows.push({ name: `qgreyd, sweep of ${fmtCount(count)} dead (until the sweep ends)`, r, rss: hwm });
   notes.push(
     `sweep: scanned ${Number(m[1]).toLocaleString('en-US')}, deleted ${Number(m[2]).toLocaleString('en-US')} in ${(sweepMs / 1000).toFixed(1)} s under load; ` +
       `p99 while it ran ${p99(inside).toFixed(2)} ms (${inside.length} requests, ${((inside.length / sweepMs) * 1000).toFixed(0)} req/s), ` +
