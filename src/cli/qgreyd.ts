@@ -55,6 +55,15 @@ async function main(argv: string[]): Promise<void> {
   // read before -u drops privileges: the daemon's user need not be able to read the installation
   const ver = version();
   const log = new LineWriter();
+  // Signals that come during start-up (supervise may send them at any time) must not kill
+  // the process with its default action: SIGHUP is a no-op until the whitelist is in place,
+  // SIGTERM and SIGINT stop the daemon as soon as it can stop cleanly.
+  let earlySignal: NodeJS.Signals | null = null;
+  const early = (sig: NodeJS.Signals) => (earlySignal ??= sig);
+  const ignoreHup = () => undefined;
+  process.on('SIGTERM', early);
+  process.on('SIGINT', early);
+  process.on('SIGHUP', ignoreHup);
   let whitelist = Whitelist.empty();
   let account: Account | null = null;
   try {
@@ -187,8 +196,12 @@ async function main(argv: string[]): Promise<void> {
       process.exit(0);
     })();
   };
+  process.off('SIGTERM', early);
+  process.off('SIGINT', early);
+  process.off('SIGHUP', ignoreHup);
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  if (earlySignal !== null) stop(earlySignal);
   process.on('uncaughtException', (e) => {
     log.line(`fatal ${quoted(e.stack ?? String(e))}`);
     log.flush();
