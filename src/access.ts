@@ -2,37 +2,26 @@
 // else is dropped before decoding, unanswered, and only counted; the log gets at most one
 // summary line per period, so a flood from outside cannot flood the log.
 import { normaliseIp } from './protocol.js';
-import { ipv4ToInt, ipv6ToBigInt, parseRange } from './whitelist.js';
-
-interface V4Net {
-  network: number;
-  prefix: number;
-}
-interface V6Net {
-  network: bigint;
-  prefix: number;
-}
+import { parseRange, Whitelist } from './whitelist.js';
 
 export class AllowList {
-  private readonly v4: V4Net[] = [];
-  private readonly v6: V6Net[] = [];
+  /** the ranges, matched as the whitelist matches its own */
+  private readonly ranges: Whitelist;
   /** false: every source is allowed (bound to a non-loopback address with no --allow) */
   readonly restricted: boolean;
 
   private constructor(readonly entries: readonly string[], restricted: boolean) {
     this.restricted = restricted;
+    this.ranges = restricted ? Whitelist.parse(entries.join('\n'), '--allow') : Whitelist.empty();
   }
 
   /** Parses CIDR ranges or single addresses, IPv4 or IPv6; throws with the bad entry. */
   static parse(entries: readonly string[]): AllowList {
-    const list = new AllowList(entries, true);
     for (const text of entries) {
       const r = parseRange(text);
       if (typeof r === 'string') throw new Error(`${JSON.stringify(text)} ${r}`);
-      if (r.family === 4) list.v4.push({ network: r.network, prefix: r.prefix });
-      else list.v6.push({ network: r.network, prefix: r.prefix });
     }
-    return list;
+    return new AllowList(entries, true);
   }
 
   static everyone(): AllowList {
@@ -47,21 +36,7 @@ export class AllowList {
 
   /** `ip` as reported by the socket (IPv4 dotted quad or IPv6 text). */
   allows(ip: string): boolean {
-    if (!this.restricted) return true;
-    const n = normaliseIp(ip);
-    if (n === null) return false;
-    if (n.family === 4) {
-      const a = ipv4ToInt(n.ip);
-      for (const net of this.v4) {
-        if (net.prefix === 0 || (a ^ net.network) >>> (32 - net.prefix) === 0) return true;
-      }
-      return false;
-    }
-    const a = ipv6ToBigInt(n.ip);
-    for (const net of this.v6) {
-      if (net.prefix === 0 || (a ^ net.network) >> BigInt(128 - net.prefix) === 0n) return true;
-    }
-    return false;
+    return !this.restricted || this.ranges.match(ip) !== undefined;
   }
 
   toString(): string {

@@ -109,27 +109,33 @@ export class Greylist {
       // One read for the whole batch: each IP's record, and the triplets of every request
       // whose IP is not known good in the cache (an IP found known good only in LevelDB makes
       // its triplets' read wasted, which is rare and cheaper than a second round trip).
-      const listed = batch.map((p) => this.whitelist.match(p.req.ip));
+      const listed = batch.map((p) => this.whitelist.matchNormalised(p.req.ip, p.req.family));
+      // store keys to read, and where each value goes: lastGood by IP, firstSeen by triplet
       const keys: string[] = [];
+      const into: Array<[Map<string, number | undefined>, string]> = [];
+      const lastGood = new Map<string, number | undefined>();
+      const firstSeen = new Map<string, number | undefined>();
       for (let i = 0; i < batch.length; i++) {
         if (listed[i]) continue;
         const req = batch[i].req;
         const ik = ipKey(req.ip);
         keys.push(ik);
+        into.push([lastGood, req.ip]);
         const lg = this.store.peek(ik);
         if (typeof lg === 'number' && lg > now - this.settings.timeout) continue;
         if ('error' in req.tail) continue;
-        for (const k of tripletKeys(req.ip, req.tail)) keys.push(tripletDbKey(k));
+        for (const k of tripletKeys(req.ip, req.tail)) {
+          keys.push(tripletDbKey(k));
+          into.push([firstSeen, k]);
+        }
       }
       const vals = await this.store.get(keys);
-      const known = new Map<string, number | undefined>();
-      keys.forEach((k, i) => known.set(k, vals[i]));
-      const seen = known;
+      into.forEach(([map, k], i) => map.set(k, vals[i]));
 
       // decide in order; later requests of the batch see earlier ones' changes
       const view: RecordView = {
-        lastGood: (ip) => known.get(ipKey(ip)),
-        firstSeen: (key) => seen.get(tripletDbKey(key)),
+        lastGood: (ip) => lastGood.get(ip),
+        firstSeen: (key) => firstSeen.get(key),
       };
       const writes = new Map<string, number>();
       for (let i = 0; i < batch.length; i++) {
@@ -139,15 +145,14 @@ export class Greylist {
           continue;
         }
         if (out.knownGood !== undefined) {
-          const k = ipKey(batch[i].req.ip);
+          const ip = batch[i].req.ip;
           // refreshing a known-good IP within the same second changes nothing on disk
-          if (known.get(k) !== out.knownGood) writes.set(k, out.knownGood);
-          known.set(k, out.knownGood);
+          if (lastGood.get(ip) !== out.knownGood) writes.set(ipKey(ip), out.knownGood);
+          lastGood.set(ip, out.knownGood);
         }
         for (const [key, t] of out.triplets) {
-          const k = tripletDbKey(key);
-          seen.set(k, t);
-          writes.set(k, t);
+          firstSeen.set(key, t);
+          writes.set(tripletDbKey(key), t);
         }
         results[i] = { kind: 'decision', decision: out, whitelistEntry: listed[i] };
       }

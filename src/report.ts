@@ -9,6 +9,7 @@
 // again either never came back (deferred once: likely spam) or kept trying without passing.
 import { escapeField } from './log.js';
 import { asciiLower, normaliseSender, stripSpaces } from './policy.js';
+import { ipv6Groups, normaliseIp } from './protocol.js';
 
 export interface Decision {
   /** Unix seconds from the line's stamp, when it has one */
@@ -270,24 +271,13 @@ export function buildReport(lines: Iterable<string>, opts?: ReportOptions): Repo
 
 /** The client network a deferral counts against: /24 for IPv4, /48 for IPv6. */
 export function network(ip: string): string {
-  if (!ip.includes(':')) {
-    const o = ip.split('.');
-    return o.length === 4 ? `${o[0]}.${o[1]}.${o[2]}.0/24` : ip;
+  const n = normaliseIp(ip);
+  if (n === null) return ip;
+  if (n.family === 4) {
+    const o = n.ip.split('.');
+    return `${o[0]}.${o[1]}.${o[2]}.0/24`;
   }
-  const groups = expandIpv6(ip);
-  if (groups === null) return ip;
-  return `${groups.slice(0, 3).map((g) => g.toString(16)).join(':')}::/48`;
-}
-
-function expandIpv6(ip: string): number[] | null {
-  const halves = ip.split('::');
-  if (halves.length > 2) return null;
-  const head = halves[0] === '' ? [] : halves[0].split(':');
-  const tail = halves.length > 1 && halves[1] !== '' ? halves[1].split(':') : [];
-  if (tail.length > 0 && tail[tail.length - 1].includes('.')) return null;
-  const fill = halves.length > 1 ? 8 - head.length - tail.length : 0;
-  const all = [...head, ...new Array<string>(Math.max(0, fill)).fill('0'), ...tail].map((g) => parseInt(g, 16));
-  return all.length === 8 && all.every((g) => Number.isInteger(g)) ? all : null;
+  return `${ipv6Groups(n.ip).slice(0, 3).map((g) => g.toString(16)).join(':')}::/48`;
 }
 
 export function senderDomain(sender: string): string {

@@ -140,7 +140,7 @@ export class Store {
         const r = raw[j];
         const v = r === undefined ? undefined : decodeTime(r);
         out[missingAt[j]] = v;
-        this.remember(missing[j], v ?? null);
+        this.cache.set(missing[j], v ?? null);
       }
     }
     return out;
@@ -177,11 +177,7 @@ export class Store {
       for (const [key] of ops) this.cache.delete(key);
       throw this.failed(e);
     }
-    for (const [key, time] of ops) this.remember(key, time);
-  }
-
-  private remember(key: string, v: number | null): void {
-    this.cache.set(key, v);
+    for (const [key, time] of ops) this.cache.set(key, time);
   }
 
   /** Records whose key starts with prefix, in key order, in chunks; from `after` (exclusive). */

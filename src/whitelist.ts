@@ -87,10 +87,15 @@ export class Whitelist {
   match(ip: string): WhitelistEntry | undefined {
     if (this.entries.length === 0) return undefined;
     const n = normaliseIp(ip);
-    if (n === null) return undefined;
-    if (n.family === 4) {
+    return n === null ? undefined : this.matchNormalised(n.ip, n.family);
+  }
+
+  /** match() for an address already in normaliseIp()'s form, as the decoder gives it. */
+  matchNormalised(ip: string, family: 4 | 6): WhitelistEntry | undefined {
+    if (this.entries.length === 0) return undefined;
+    if (family === 4) {
       if (this.v4Prefixes.length === 0) return undefined;
-      const addr = ipv4ToInt(n.ip);
+      const addr = ipv4ToInt(ip);
       for (const p of this.v4Prefixes) {
         const e = this.v4.get(p)!.get(maskV4(addr, p));
         if (e) return e;
@@ -98,7 +103,7 @@ export class Whitelist {
       return undefined;
     }
     if (this.v6Prefixes.length === 0) return undefined;
-    const addr = ipv6ToBigInt(n.ip);
+    const addr = ipv6ToBigInt(ip);
     for (const p of this.v6Prefixes) {
       const e = this.v6.get(p)!.get(maskV6(addr, p));
       if (e) return e;
