@@ -1,0 +1,167 @@
+// Live metrics in the Prometheus text format, served over HTTP at /metrics (--metrics).
+// The request path pays one counter increment and one histogram observation per reply,
+// through label children bound once; everything else is read from the daemon's own
+// counters when a scrape asks for it.
+import http from 'node:http';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** What the daemon knows that a scrape reads: functions, called at scrape time only. */
+export interface MetricsSources {
+  inFlight(): number;
+  refused(): number;
+  overload(): number;
+  malformed(): number;
+  /** true while the store answers reads and writes */
+  storeHealthy(): boolean;
+  /** records counted by the last sweep (the store keeps no live count), or null before it */
+  storeRecords(): { ips: number; triplets: number } | null;
+  lastSweep(): { at: number; scanned: number; deleted: number; ms: number } | null;
+  /** every whitelist entry with the number of requests it matched since start */
+  whitelistHits(): Iterable<{ file: string; line: number; entry: string; hits: number }>;
+}
+
+/** Request latency buckets, seconds: the client waits about 3 s, so everything that matters
+ *  to it is well below that. */
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3];
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly replies: Counter<'reply' | 'reason'>;
+  private readonly latency: Histogram;
+  private readonly bound = new Map<string, Counter.Internal>();
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    this.replies = new Counter({
+      name: 'qgreyd_replies_total',
+      help: 'Replies sent, by the two reply bytes and the reason logged with them.',
+      labelNames: ['reply', 'reason'],
+      registers,
+    });
+    this.latency = new Histogram({
+      name: 'qgreyd_request_duration_seconds',
+      help: 'Time from reading a request to sending its reply (the decision, and the store write before the reply).',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    // counters the daemon already keeps: read at scrape time, never touched per request
+    const counter = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    gauge('qgreyd_in_flight', 'Requests read and not yet answered.', () => sources.inFlight());
+    counter('qgreyd_refused_total', 'Datagrams from sources outside --allow (not answered).', () => sources.refused());
+    counter('qgreyd_overload_total', 'Requests over the in-flight bound.', () => sources.overload());
+    counter('qgreyd_malformed_total', 'Datagrams that are not requests (not answered).', () => sources.malformed());
+    gauge('qgreyd_store_healthy', '1 while the store answers, 0 while it is failing.', () => (sources.storeHealthy() ? 1 : 0));
+    new Gauge({
+      name: 'qgreyd_store_records',
+      help: 'Records in the store by kind, as counted by the last sweep.',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const r = sources.storeRecords();
+        this.reset();
+        if (r === null) return;
+        this.set({ kind: 'ip' }, r.ips);
+        this.set({ kind: 'triplet' }, r.triplets);
+      },
+    });
+    new Gauge({
+      name: 'qgreyd_sweep_last',
+      help: 'The last sweep: when it ended (Unix seconds), records scanned and deleted, and how long it took (ms).',
+      labelNames: ['field'],
+      registers,
+      collect() {
+        const s = sources.lastSweep();
+        this.reset();
+        if (s === null) return;
+        this.set({ field: 'end_time' }, s.at);
+        this.set({ field: 'scanned' }, s.scanned);
+        this.set({ field: 'deleted' }, s.deleted);
+        this.set({ field: 'duration_ms' }, s.ms);
+      },
+    });
+    new Gauge({
+      name: 'qgreyd_whitelist_entries',
+      help: 'Whitelist entries loaded.',
+      registers,
+      collect() {
+        let n = 0;
+        for (const _ of sources.whitelistHits()) n++;
+        this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'qgreyd_whitelist_hits',
+      help: 'Requests each whitelist entry matched since the daemon started (an entry at 0 for months may be dead).',
+      labelNames: ['file', 'line', 'entry'],
+      registers,
+      collect() {
+        this.reset();
+        for (const h of sources.whitelistHits()) this.set({ file: h.file, line: String(h.line), entry: h.entry }, h.hits);
+      },
+    });
+  }
+
+  /** One reply sent, `seconds` after its request was read. */
+  reply(replyText: string, reason: string, seconds: number): void {
+    const key = replyText + reason;
+    let child = this.bound.get(key);
+    if (child === undefined) {
+      child = this.replies.labels(replyText, reason);
+      this.bound.set(key, child);
+    }
+    child.inc();
+    this.latency.observe(seconds);
+  }
+
+  /** The exposition text, as served at /metrics. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** Serve GET /metrics on host:port; resolves with the bound address. */
+  listen(host: string, port: number): Promise<MetricsServer> {
+    const server = http.createServer((req, res) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics\n');
+        return;
+      }
+      this.text().then(
+        (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(req.method === 'HEAD' ? undefined : body),
+        (e: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`),
+      );
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        const a = server.address() as { address: string; port: number };
+        resolve({ address: a.address, port: a.port, close: () => new Promise<void>((r) => server.close(() => r())) });
+      });
+    });
+  }
+}
+
+export interface MetricsServer {
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
