@@ -162,7 +162,8 @@ function greydaemonReply(events: readonly GreydaemonEvent[]): [string, string] {
 export class GreydaemonRequests {
   private run: { first: GreydaemonLine; events: GreydaemonEvent[] } | null = null;
 
-  /** What `line` completes: decisions and malformed requests, in log order. */
+  /** What `line` completes: decisions and malformed requests, in log order. A request is
+   *  complete when a line that does not continue it arrives (or at `finish`). */
   line(g: GreydaemonLine | null): Array<Decision | 'malformed'> {
     const out: Array<Decision | 'malformed'> = [];
     const run = this.run;
@@ -174,9 +175,9 @@ export class GreydaemonRequests {
         out.push('malformed');
         return out;
       }
-      if (same && perRecipient(g.event) && run.events.length < run.first.rcpts.length) {
+      const ended = run.events[run.events.length - 1] === 'bounce' || run.events.length >= run.first.rcpts.length;
+      if (same && perRecipient(g.event) && !ended) {
         run.events.push(g.event);
-        if (g.event === 'bounce' || run.events.length === run.first.rcpts.length) out.push(this.close());
         return out;
       }
       out.push(this.close()); // cut short: decide on what was printed
@@ -185,10 +186,8 @@ export class GreydaemonRequests {
     if (g.event === 'bad req') out.push('malformed');
     else if (g.event === 'white') out.push(decision(g, '01:01', 'whitelisted'));
     else if (g.event === 'ok ip') out.push(decision(g, '01:02', 'known-good'));
-    else {
-      this.run = { first: g, events: [g.event] };
-      if (g.event === 'bounce' || g.rcpts.length <= 1) out.push(this.close());
-    }
+    // kept open even when complete: a "bad req no T" for a later field may still follow
+    else this.run = { first: g, events: [g.event] };
     return out;
   }
 
@@ -524,9 +523,15 @@ const BUCKETS: Array<[number, string]> = [
   [Infinity, '> 24h'],
 ];
 
-export function histogram(delays: readonly number[], width = 40): string[] {
+/** Retry delays counted into the histogram's buckets: [label, count]. */
+export function bucketCounts(delays: readonly number[]): Array<[string, number]> {
   const counts = BUCKETS.map(() => 0);
   for (const d of delays) counts[BUCKETS.findIndex(([max]) => d < max)]++;
+  return BUCKETS.map(([, label], i) => [label, counts[i]]);
+}
+
+export function histogram(delays: readonly number[], width = 40): string[] {
+  const counts = bucketCounts(delays).map(([, n]) => n);
   const most = Math.max(...counts, 1);
   return BUCKETS.map(([, label], i) => {
     const bar = '#'.repeat(Math.round((counts[i] / most) * width));
@@ -544,7 +549,7 @@ export function duration(s: number): string {
   return d > 0 ? `${d}d ${hms}` : hms;
 }
 
-function iso(t: number | null): string {
+export function iso(t: number | null): string {
   return t === null ? '-' : new Date(Math.floor(t) * 1000).toISOString().replace('.000Z', 'Z');
 }
 
