@@ -108,12 +108,17 @@ function topBars(id: string, rows: NetCount[], colours: { deferred: string; neve
   return out.join('\n');
 }
 
+/** A stray stamp years off must not make a page of a million bars: the charts show the last
+ *  MAX_HOURS hours and MAX_DAYS days (the per-day table still has every day). */
+const MAX_HOURS = 62 * 24;
+const MAX_DAYS = 400;
+
 /** Every hour from the first to the last stamped decision, empty hours included. */
 function hourBars(r: Report): Stack[] {
   if (r.hours.length === 0) return [];
   const byStart = new Map(r.hours.map((x) => [x.start, x]));
-  const first = r.hours[0].start;
   const last = r.hours[r.hours.length - 1].start;
+  const first = Math.max(r.hours[0].start, last - (MAX_HOURS - 1) * 3600);
   const n = (last - first) / 3600 + 1;
   const days = Math.ceil(n / 24);
   const every = Math.max(1, Math.ceil(days / 12)); // at most about a dozen date labels
@@ -133,7 +138,7 @@ function hourBars(r: Report): Stack[] {
 /** Every day from the first to the last, so that a day without decisions shows as a gap. */
 function dayBars(days: DayCount[]): Stack[] {
   const byStart = new Map(days.map((d) => [d.start, d]));
-  const first = days[0].start;
+  const first = Math.max(days[0].start, days[days.length - 1].start - (MAX_DAYS - 1) * 86400);
   const n = (days[days.length - 1].start - first) / 86400 + 1;
   const every = Math.max(1, Math.ceil(n / 15));
   const bars: Stack[] = [];
@@ -188,14 +193,16 @@ td.num { text-align: right; } .note { color: #666; font-size: 12px; }
   if (!r.timed) p.push('<p class="note">Not every decision line has a timestamp: the time charts show only those that do, and retry delays are unknown. Keep multilog t.</p>');
 
   const hours = hourBars(r);
-  p.push('<figure id="per-hour"><figcaption>Decisions per hour</figcaption>');
+  const hourSpan = r.hours.length > 0 ? (r.hours[r.hours.length - 1].start - r.hours[0].start) / 3600 + 1 : 0;
+  p.push(`<figure id="per-hour"><figcaption>Decisions per hour${hourSpan > MAX_HOURS ? ` (the last ${MAX_HOURS / 24} days)` : ''}</figcaption>`);
   if (hours.length > 0) {
     p.push(legend([[COLOURS.hourAccepted, 'accepted'], [COLOURS.hourDeferred, 'deferred']]));
     p.push(columns('per-hour', hours, [{ name: 'accepted', colour: COLOURS.hourAccepted }, { name: 'deferred', colour: COLOURS.hourDeferred }]));
   } else p.push('<p class="note">No timestamped decisions.</p>');
   p.push('</figure>');
 
-  p.push('<figure id="per-day"><figcaption>Decisions per day</figcaption>');
+  const daySpan = r.days.length > 0 ? (r.days[r.days.length - 1].start - r.days[0].start) / 86400 + 1 : 0;
+  p.push(`<figure id="per-day"><figcaption>Decisions per day${daySpan > MAX_DAYS ? ` (chart: the last ${MAX_DAYS} days)` : ''}</figcaption>`);
   if (r.days.length > 0) {
     p.push(legend([[COLOURS.dayAccepted, 'accepted'], [COLOURS.dayDeferred, 'deferred']]));
     p.push(columns('per-day', dayBars(r.days), [{ name: 'accepted', colour: COLOURS.dayAccepted }, { name: 'deferred', colour: COLOURS.dayDeferred }], 200));

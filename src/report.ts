@@ -162,6 +162,11 @@ function greydaemonReply(events: readonly GreydaemonEvent[]): [string, string] {
 export class GreydaemonRequests {
   private run: { first: GreydaemonLine; events: GreydaemonEvent[] } | null = null;
 
+  /** whether a request's lines are still being collected */
+  get open(): boolean {
+    return this.run !== null;
+  }
+
   /** What `line` completes: decisions and malformed requests, in log order. A request is
    *  complete when a line that does not continue it arrives (or at `finish`). */
   line(g: GreydaemonLine | null): Array<Decision | 'malformed'> {
@@ -367,6 +372,7 @@ export class ReportBuilder {
   }
 
   private fromGreydaemon(g: GreydaemonLine | null): void {
+    if (g === null && !this.greydaemon.open) return; // the common case: a qgreyd log
     for (const x of this.greydaemon.line(g)) {
       if (x === 'malformed') this.r.malformed++;
       else this.decide(x);

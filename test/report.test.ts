@@ -303,3 +303,14 @@ test('qgreyctl report --html: to a file or standard output, and the errors it na
     removeDir(dir);
   }
 });
+
+test('the HTML charts stay bounded when a stray stamp is years away', () => {
+  const at = (t: number) => '@' + (2n ** 62n + 10n + BigInt(t)).toString(16).padStart(16, '0') + '00000000 client=1 ip=192.0.2.1 from=<a@x.example> to=<b@y.example> reply=00:01 reason=new';
+  const r = buildReport([at(1000), at(T0)]);
+  const page = formatHtml(r);
+  const hourBars = page.slice(page.indexOf('<figure id="per-hour">'), page.indexOf('<figure id="per-day">')).match(/<rect /g) ?? [];
+  assert.equal(hourBars.length, 1);
+  assert.match(page, /Decisions per hour \(the last 62 days\)/);
+  assert.match(page, /Decisions per day \(chart: the last 400 days\)/);
+  assert.equal((page.match(/<tr>/g) ?? []).length, 3, 'the table keeps both days');
+});
