@@ -54,7 +54,7 @@ function columns(id: string, bars: Stack[], series: Array<{ name: string; colour
   for (const frac of [0, 0.5, 1]) {
     const y = bottom - (bottom - TOP) * frac;
     out.push(`<line x1="${LEFT}" y1="${y.toFixed(1)}" x2="${W - RIGHT}" y2="${y.toFixed(1)}" stroke="#ddd"/>`);
-    out.push(`<text x="${LEFT - 6}" y="${(y + 4).toFixed(1)}" text-anchor="end" font-size="11">${t(fmtCount(most * frac))}</text>`);
+    out.push(`<text x="${LEFT - 6}" y="${(y + 4).toFixed(1)}" text-anchor="end" font-size="11">${t(fmtCount(most * frac, most))}</text>`);
   }
   // few bars (a week of days) would otherwise be slabs
   const barW = Math.max(Math.min(step - gap, 48), 0.5);
@@ -79,8 +79,9 @@ function columns(id: string, bars: Stack[], series: Array<{ name: string; colour
   return out.join('\n');
 }
 
-function fmtCount(n: number): string {
-  return Number.isInteger(n) ? String(n) : n.toFixed(1);
+/** An axis label: whole numbers once the scale is large enough that halves mean nothing. */
+function fmtCount(n: number, scale: number): string {
+  return Number.isInteger(n) || scale >= 10 ? String(Math.round(n)) : n.toFixed(1);
 }
 
 /** Horizontal bars for a top list: the whole bar is deferred, its dark part never passed. */
