@@ -21,7 +21,11 @@ export interface Decision {
   reply: string;
   reason: string;
   accept: boolean;
+  /** which daemon wrote the line */
+  source: LogSource;
 }
+
+export type LogSource = 'qgreyd' | 'greydaemon';
 
 export type ParsedLine =
   | { kind: 'decision'; decision: Decision }
@@ -83,12 +87,134 @@ export function parseLine(line: string): ParsedLine {
       reply,
       reason,
       accept: reply[1] !== '0',
+      source: 'qgreyd',
     },
   };
 }
 
 function unescape(s: string): string {
   return s.indexOf('\\x') < 0 ? s : s.replace(/\\x([0-9a-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+
+// ---- greydaemon's log ----
+//
+// greydaemon prints "ADDR:PORT EVENT DATAGRAM" with the datagram's NULs turned into spaces, and
+// prints the per-recipient events (new grey, retry too soon, retry ok, stale grey, bounce) once
+// per recipient, each with the whole datagram and without saying which recipient: the reply
+// is never printed. One request is therefore the run of consecutive lines with the same
+// ADDR:PORT and datagram, one per T field (a bounce ends the run early); the reply is rebuilt
+// from the events with the decision rules of PROTOCOL.md. Lines of one request are consecutive
+// because greydaemon is a single loop that prints nothing else in between.
+
+export type GreydaemonEvent = 'new grey' | 'retry too soon' | 'retry ok' | 'stale grey' | 'bounce' | 'white' | 'ok ip' | 'bad req';
+
+export interface GreydaemonLine {
+  time: number | null;
+  /** ADDR:PORT of the qmail-smtpd that asked */
+  client: string;
+  event: GreydaemonEvent;
+  /** the datagram as printed, trailing spaces removed: the key that ties a request's lines */
+  datagram: string;
+  ip: string;
+  /** normalised as in the store key; null when the datagram has no F field */
+  sender: string | null;
+  rcpts: string[];
+}
+
+const GD_LINE = /^(\d{1,3}(?:\.\d{1,3}){3}:\d{1,5}) (new grey|retry too soon|retry ok|stale grey|bounce|white|ok ip|bad req no [IFT]) ?(.*)$/;
+
+/** One line of greydaemon's output, or null when it is not a request line (start-up, save, debug). */
+export function parseGreydaemonLine(line: string): GreydaemonLine | null {
+  const [time, rest] = splitStamp(line);
+  const m = GD_LINE.exec(rest);
+  if (!m) return null;
+  const datagram = m[3].replace(/ +$/, '');
+  const event = (m[2].startsWith('bad req') ? 'bad req' : m[2]) as GreydaemonEvent;
+  // Fields were NUL-separated; a space inside an address now looks like a field break, so a
+  // piece that does not start a field belongs to the one before (greydaemon strips spaces
+  // from addresses anyway, so the joined text is its key).
+  const fields: string[] = [];
+  for (const piece of datagram.split(' ')) {
+    if (piece === '') continue;
+    const c = piece[0];
+    if (fields.length === 0 || (c === 'F' && fields.length === 1) || (c === 'T' && fields.length >= 2)) fields.push(piece);
+    else fields[fields.length - 1] += piece;
+  }
+  const ip = fields[0]?.startsWith('I') ? fields[0].slice(1) : '';
+  const sender = fields[1]?.startsWith('F') ? asciiLower(normaliseSender(fields[1].slice(1))) : null;
+  const rcpts = fields.slice(2).filter((f) => f.startsWith('T')).map((f) => asciiLower(f.slice(1)));
+  return { time, client: m[1], event, datagram, ip, sender, rcpts };
+}
+
+/** What a run of per-recipient events made greydaemon reply: [reply, reason]. */
+function greydaemonReply(events: readonly GreydaemonEvent[]): [string, string] {
+  let reply: [string, string] = ['01:03', 'passed'];
+  for (const e of events) {
+    if (e === 'bounce') return ['01:04', 'verp-bounce'];
+    if (e === 'new grey') reply = ['00:01', 'new'];
+    else if (e === 'retry too soon') reply = ['00:02', 'too-soon'];
+    else if (e === 'stale grey') reply = ['00:03', 'too-late'];
+  }
+  return reply;
+}
+
+/** Joins greydaemon's per-recipient lines back into requests. Feed every line in order. */
+export class GreydaemonRequests {
+  private run: { first: GreydaemonLine; events: GreydaemonEvent[] } | null = null;
+
+  /** whether a request's lines are still being collected */
+  get open(): boolean {
+    return this.run !== null;
+  }
+
+  /** What `line` completes: decisions and malformed requests, in log order. A request is
+   *  complete when a line that does not continue it arrives (or at `finish`). */
+  line(g: GreydaemonLine | null): Array<Decision | 'malformed'> {
+    const out: Array<Decision | 'malformed'> = [];
+    const run = this.run;
+    if (run !== null) {
+      const same = g !== null && g.client === run.first.client && g.datagram === run.first.datagram;
+      if (same && g.event === 'bad req') {
+        // the datagram went bad after some recipients: greydaemon sent no reply
+        this.run = null;
+        out.push('malformed');
+        return out;
+      }
+      const ended = run.events[run.events.length - 1] === 'bounce' || run.events.length >= run.first.rcpts.length;
+      if (same && perRecipient(g.event) && !ended) {
+        run.events.push(g.event);
+        return out;
+      }
+      out.push(this.close()); // cut short: decide on what was printed
+    }
+    if (g === null) return out;
+    if (g.event === 'bad req') out.push('malformed');
+    else if (g.event === 'white') out.push(decision(g, '01:01', 'whitelisted'));
+    else if (g.event === 'ok ip') out.push(decision(g, '01:02', 'known-good'));
+    // kept open even when complete: a "bad req no T" for a later field may still follow
+    else this.run = { first: g, events: [g.event] };
+    return out;
+  }
+
+  /** The request still open at the end of the log, if any. */
+  finish(): Array<Decision | 'malformed'> {
+    return this.line(null);
+  }
+
+  private close(): Decision {
+    const run = this.run!;
+    this.run = null;
+    const [reply, reason] = greydaemonReply(run.events);
+    return decision(run.first, reply, reason);
+  }
+}
+
+function perRecipient(e: GreydaemonEvent): boolean {
+  return e !== 'white' && e !== 'ok ip' && e !== 'bad req';
+}
+
+function decision(g: GreydaemonLine, reply: string, reason: string): Decision {
+  return { time: g.time, ip: g.ip, sender: g.sender, rcpts: g.rcpts, reply, reason, accept: reply[1] !== '0', source: 'greydaemon' };
 }
 
 export interface Episode {
@@ -135,8 +261,38 @@ export interface Report {
   tooRecent: Episode[];
   networks: NetCount[];
   domains: NetCount[];
+  /** deferred sender addresses */
+  senders: NetCount[];
   /** retry delays of those that came back (in time or late), in seconds */
   delays: number[];
+  /** stamped decisions per hour; hours without any are left out */
+  hours: HourCount[];
+  /** stamped decisions per UTC day; days without any are left out */
+  days: DayCount[];
+  /** decisions read from greydaemon's log lines (the rest are qgreyd's) */
+  greydaemonDecisions: number;
+}
+
+export interface HourCount {
+  /** Unix seconds at the start of the hour */
+  start: number;
+  accepted: number;
+  deferred: number;
+}
+
+export interface DayCount {
+  /** YYYY-MM-DD, UTC */
+  day: string;
+  start: number;
+  decisions: number;
+  accepted: number;
+  deferred: number;
+  /** messages (sender, recipient) first deferred that day */
+  episodes: number;
+  /** of those, how many came back within --retry */
+  cameBack: number;
+  /** decisions read from greydaemon's lines */
+  greydaemon: number;
 }
 
 export interface ReportOptions {
@@ -153,6 +309,9 @@ export class ReportBuilder {
   private closed: Episode[] = [];
   private r: Report;
   private untimed = 0;
+  private greydaemon = new GreydaemonRequests();
+  private hours = new Map<number, HourCount>();
+  private days = new Map<number, DayCount>();
 
   constructor(private readonly opts: ReportOptions = { retry: DEFAULT_RETRY }) {
     this.r = {
@@ -177,19 +336,29 @@ export class ReportBuilder {
       tooRecent: [],
       networks: [],
       domains: [],
+      senders: [],
       delays: [],
+      hours: [],
+      days: [],
+      greydaemonDecisions: 0,
     };
   }
 
   line(text: string): void {
     const r = this.r;
     r.lines++;
-    if (text === '') return;
-    const p = parseLine(text);
-    if (p.kind === 'other') {
-      r.other++;
+    if (text === '') {
+      this.fromGreydaemon(null);
       return;
     }
+    const p = parseLine(text);
+    if (p.kind === 'other') {
+      const g = parseGreydaemonLine(text);
+      this.fromGreydaemon(g);
+      if (g === null) r.other++;
+      return;
+    }
+    this.fromGreydaemon(null);
     if (p.kind === 'malformed') {
       r.malformed++;
       return;
@@ -199,13 +368,37 @@ export class ReportBuilder {
       if (r.unreadable.length < KEEP_UNREADABLE) r.unreadable.push({ line: r.lines, why: p.why });
       return;
     }
-    const d = p.decision;
+    this.decide(p.decision);
+  }
+
+  private fromGreydaemon(g: GreydaemonLine | null): void {
+    if (g === null && !this.greydaemon.open) return; // the common case: a qgreyd log
+    for (const x of this.greydaemon.line(g)) {
+      if (x === 'malformed') this.r.malformed++;
+      else this.decide(x);
+    }
+  }
+
+  private decide(d: Decision): void {
+    const r = this.r;
     r.decisions++;
     r.reasons[d.reason] = (r.reasons[d.reason] ?? 0) + 1;
+    if (d.source === 'greydaemon') r.greydaemonDecisions++;
+    let day: DayCount | undefined;
     if (d.time === null) this.untimed++;
     else {
       if (r.firstTime === null || d.time < r.firstTime) r.firstTime = d.time;
       if (r.lastTime === null || d.time > r.lastTime) r.lastTime = d.time;
+      const hourStart = Math.floor(d.time / 3600) * 3600;
+      let hour = this.hours.get(hourStart);
+      if (!hour) this.hours.set(hourStart, (hour = { start: hourStart, accepted: 0, deferred: 0 }));
+      if (d.accept) hour.accepted++;
+      else hour.deferred++;
+      day = this.day(d.time);
+      day.decisions++;
+      if (d.accept) day.accepted++;
+      else day.deferred++;
+      if (d.source === 'greydaemon') day.greydaemon++;
     }
     if (d.accept) r.accepted++;
     else r.deferred++;
@@ -223,16 +416,29 @@ export class ReportBuilder {
         ep.attempts++;
       } else {
         r.episodes++;
+        if (day) day.episodes++;
         this.open.set(key, { sender: d.sender, rcpt, ip: d.ip, first: d.time, attempts: 1 });
       }
     }
   }
 
+  private day(t: number): DayCount {
+    const start = Math.floor(t / 86400) * 86400;
+    let day = this.days.get(start);
+    if (!day) {
+      day = { day: new Date(start * 1000).toISOString().slice(0, 10), start, decisions: 0, accepted: 0, deferred: 0, episodes: 0, cameBack: 0, greydaemon: 0 };
+      this.days.set(start, day);
+    }
+    return day;
+  }
+
   finish(): Report {
     const r = this.r;
+    this.fromGreydaemon(null);
     r.timed = this.untimed === 0 && r.decisions > 0;
     const nets = new Map<string, NetCount>();
     const domains = new Map<string, NetCount>();
+    const senders = new Map<string, NetCount>();
     const count = (m: Map<string, NetCount>, key: string, passed: boolean) => {
       let c = m.get(key);
       if (!c) m.set(key, (c = { key, deferred: 0, neverPassed: 0 }));
@@ -243,9 +449,13 @@ export class ReportBuilder {
       const delay = ep.first !== null && ep.acceptedAt != null ? ep.acceptedAt - ep.first : null;
       if (delay !== null) r.delays.push(delay);
       if (delay !== null && delay > r.retry) r.cameBackLate.push(ep);
-      else r.cameBack.push(ep);
+      else {
+        r.cameBack.push(ep);
+        if (ep.first !== null) this.day(ep.first).cameBack++;
+      }
       count(nets, network(ep.ip), true);
       count(domains, senderDomain(ep.sender), true);
+      count(senders, ep.sender, true);
     }
     for (const ep of this.open.values()) {
       // without stamps nothing is too recent to judge: the whole log is the window
@@ -254,10 +464,14 @@ export class ReportBuilder {
       else r.neverCameBack.push(ep);
       count(nets, network(ep.ip), false);
       count(domains, senderDomain(ep.sender), false);
+      count(senders, ep.sender, false);
     }
     const order = (a: NetCount, b: NetCount) => b.deferred - a.deferred || b.neverPassed - a.neverPassed || (a.key < b.key ? -1 : 1);
     r.networks = [...nets.values()].sort(order);
     r.domains = [...domains.values()].sort(order);
+    r.senders = [...senders.values()].sort(order);
+    r.hours = [...this.hours.values()].sort((a, b) => a.start - b.start);
+    r.days = [...this.days.values()].sort((a, b) => a.start - b.start);
     r.delays.sort((a, b) => a - b);
     return r;
   }
@@ -288,6 +502,19 @@ export function senderDomain(sender: string): string {
 
 // ---- text ----
 
+/** The per-day table, header first; "log" says which daemon wrote the day's decisions. */
+export function dayTable(r: Report): string[] {
+  const cols = ['decisions', 'accepted', 'deferred', 'deferred%', 'msgs-deferred', 'came-back'];
+  const rows = [`  ${'day'.padEnd(10)} ${cols.map((c) => c.padStart(Math.max(c.length, 8))).join(' ')}  log`];
+  for (const d of r.days) {
+    const pct = d.decisions > 0 ? ((100 * d.deferred) / d.decisions).toFixed(1) : '-';
+    const log = d.greydaemon === 0 ? 'qgreyd' : d.greydaemon === d.decisions ? 'greydaemon' : 'both';
+    const vals = [d.decisions, d.accepted, d.deferred, pct, d.episodes, d.cameBack];
+    rows.push(`  ${d.day} ${vals.map((v, i) => String(v).padStart(Math.max(cols[i].length, 8))).join(' ')}  ${log}`);
+  }
+  return rows;
+}
+
 /** Histogram buckets: upper bounds in seconds. */
 const BUCKETS: Array<[number, string]> = [
   [300, '< 5m'],
@@ -302,9 +529,15 @@ const BUCKETS: Array<[number, string]> = [
   [Infinity, '> 24h'],
 ];
 
-export function histogram(delays: readonly number[], width = 40): string[] {
+/** Retry delays counted into the histogram's buckets: [label, count]. */
+export function bucketCounts(delays: readonly number[]): Array<[string, number]> {
   const counts = BUCKETS.map(() => 0);
   for (const d of delays) counts[BUCKETS.findIndex(([max]) => d < max)]++;
+  return BUCKETS.map(([, label], i) => [label, counts[i]]);
+}
+
+export function histogram(delays: readonly number[], width = 40): string[] {
+  const counts = bucketCounts(delays).map(([, n]) => n);
   const most = Math.max(...counts, 1);
   return BUCKETS.map(([, label], i) => {
     const bar = '#'.repeat(Math.round((counts[i] / most) * width));
@@ -322,7 +555,7 @@ export function duration(s: number): string {
   return d > 0 ? `${d}d ${hms}` : hms;
 }
 
-function iso(t: number | null): string {
+export function iso(t: number | null): string {
   return t === null ? '-' : new Date(Math.floor(t) * 1000).toISOString().replace('.000Z', 'Z');
 }
 
@@ -338,7 +571,8 @@ export function formatReport(r: Report, top = 10): string {
       .map((n) => `${n} ${r.reasons[n]}`)
       .join(', ');
   const span = r.firstTime !== null ? ` from ${iso(r.firstTime)} to ${iso(r.lastTime)}` : '';
-  out.push(`qgreyd report: ${r.decisions} decisions in ${r.lines} lines${span}`);
+  const gd = r.greydaemonDecisions > 0 ? ` (${r.greydaemonDecisions} from greydaemon's log)` : '';
+  out.push(`qgreyd report: ${r.decisions} decisions${gd} in ${r.lines} lines${span}`);
   out.push(`  accepted ${r.accepted} (${reasons(['whitelisted', 'known-good', 'passed', 'verp-bounce', 'store-error']) || 'none'})`);
   out.push(`  deferred ${r.deferred} (${reasons(['new', 'too-soon', 'too-late']) || 'none'})`);
   out.push(`  malformed datagrams ${r.malformed}, other lines ${r.other}, unreadable lines ${r.unreadableCount}`);
@@ -385,5 +619,11 @@ export function formatReport(r: Report, top = 10): string {
   };
   table('top deferred client networks', r.networks, 'network');
   table('top deferred sender domains', r.domains, 'sender domain');
+  table('top deferred senders', r.senders, 'sender');
+  if (r.days.length > 0) {
+    out.push('');
+    out.push(`per day (UTC)${r.timed ? '' : ', decisions with a timestamp only'}:`);
+    out.push(...dayTable(r));
+  }
   return out.join('\n') + '\n';
 }

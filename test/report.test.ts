@@ -2,10 +2,11 @@
 // (test/fixtures/report.log, tai64n-stamped as multilog t writes it).
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { buildReport, formatReport, histogram, network, parseLine, senderDomain, splitStamp } from '../src/report.js';
+import { formatHtml } from '../src/report-html.js';
+import { buildReport, formatReport, GreydaemonRequests, histogram, network, parseGreydaemonLine, parseLine, senderDomain, splitStamp } from '../src/report.js';
 import { query, ROOT, removeDir, startDaemon, tempDir } from './helpers.js';
 import { ctl } from './ctl-helpers.js';
 
@@ -175,4 +176,141 @@ test('qgreyctl report reads what the real daemon logs', async () => {
     await d.stop();
     removeDir(dir);
   }
+});
+
+// ---- greydaemon's log (test/fixtures/greydaemon.log, written as greydaemon prints: ----
+// ---- "ADDR:PORT EVENT DATAGRAM", NULs as spaces, one line per recipient) ----
+
+const GREYDAEMON = join(ROOT, 'test', 'fixtures', 'greydaemon.log');
+const gdLines = () => readFileSync(GREYDAEMON, 'latin1').replace(/\n$/, '').split('\n');
+const G0 = 1699776000; // 2023-11-12T08:00:00Z
+
+test('a greydaemon line parses into client, event and the datagram fields', () => {
+  const stamp = '@' + (2n ** 62n + 10n + BigInt(G0 + 700)).toString(16).padStart(16, '0') + '00000000';
+  const g = parseGreydaemonLine(`${stamp} 127.0.0.1:50004 new grey I198.51.100.5 FSpam1@Spam.example Tx@local.example Tbo b@local.example  `);
+  assert.ok(g !== null);
+  assert.equal(g.client, '127.0.0.1:50004');
+  assert.equal(g.event, 'new grey');
+  assert.equal(g.time, G0 + 700);
+  assert.equal(g.ip, '198.51.100.5');
+  assert.equal(g.sender, 'spam1@spam.example');
+  assert.deepEqual(g.rcpts, ['x@local.example', 'bob@local.example']); // spaces removed, as greydaemon keys them
+  assert.equal(parseGreydaemonLine('127.0.0.1:1 new grey I192.0.2.1 F Ta@b.example  ')?.sender, '.');
+  assert.equal(parseGreydaemonLine('127.0.0.1:1 bad req no I Z192.0.2.1 Fa@b  ')?.event, 'bad req');
+  assert.equal(parseGreydaemonLine('started greydaemon on 127.0.0.1:1999'), null);
+  assert.equal(parseGreydaemonLine('save status to save/savefile'), null);
+});
+
+test("greydaemon's per-recipient lines are joined into requests and their replies rebuilt", () => {
+  const decide = (lines: string[]) => {
+    const g = new GreydaemonRequests();
+    const out = lines.flatMap((l) => g.line(parseGreydaemonLine(l)));
+    return [...out, ...g.finish()].map((x) => (x === 'malformed' ? x : `${x.reply} ${x.reason} ${x.rcpts.length}`));
+  };
+  const two = 'I192.0.2.1 Fa@x.example Tb@y.example Tc@y.example  ';
+  // [passing, new]: the new recipient decides
+  assert.deepEqual(decide([`127.0.0.1:1 retry ok ${two}`, `127.0.0.1:1 new grey ${two}`]), ['00:01 new 2']);
+  assert.deepEqual(decide([`127.0.0.1:1 retry ok ${two}`, `127.0.0.1:1 retry ok ${two}`]), ['01:03 passed 2']);
+  assert.deepEqual(decide([`127.0.0.1:1 new grey ${two}`, `127.0.0.1:1 retry too soon ${two}`]), ['00:02 too-soon 2']);
+  // a bounce ends the request whatever came before
+  assert.deepEqual(decide([`127.0.0.1:1 new grey ${two}`, `127.0.0.1:1 bounce ${two}`]), ['01:04 verp-bounce 2']);
+  // the same datagram from the same port again after a full run is another request
+  const one = 'I192.0.2.1 Fa@x.example Tb@y.example  ';
+  assert.deepEqual(decide([`127.0.0.1:1 new grey ${one}`, `127.0.0.1:1 retry too soon ${one}`]), ['00:01 new 1', '00:02 too-soon 1']);
+  // a bad field after a recipient: greydaemon sent no reply
+  const bad = 'I192.0.2.1 Fa@x.example Tb@y.example Xz  ';
+  assert.deepEqual(decide([`127.0.0.1:1 new grey ${bad}`, `127.0.0.1:1 bad req no T ${bad}`]), ['malformed']);
+  // a run cut short by another line is decided on what was printed
+  assert.deepEqual(decide([`127.0.0.1:1 new grey ${two}`, `127.0.0.1:2 white ${one}`]), ['00:01 new 2', '01:01 whitelisted 1']);
+  assert.deepEqual(decide([`127.0.0.1:2 ok ip ${one}`]), ['01:02 known-good 1']);
+});
+
+test("greydaemon's recorded log gives the known answers", () => {
+  const r = buildReport(gdLines(), { retry: 86400 });
+  assert.equal(r.lines, 26);
+  assert.equal(r.decisions, 16);
+  assert.equal(r.greydaemonDecisions, 16);
+  assert.equal(r.malformed, 3);
+  assert.equal(r.other, 3);
+  assert.equal(r.unreadableCount, 0);
+  assert.deepEqual(r.reasons, { 'new': 7, 'too-soon': 2, 'too-late': 1, 'passed': 3, 'known-good': 1, 'whitelisted': 1, 'verp-bounce': 1 });
+  assert.equal(r.firstTime, G0);
+  const who = (eps: typeof r.cameBack) => eps.map((e) => `${e.sender} ${e.rcpt} ${e.ip}>${e.acceptedIp ?? '-'}`).sort();
+  assert.deepEqual(who(r.cameBack), [
+    'alice@good.example bob@local.example 192.0.2.10>192.0.2.10',
+    'news@big.example bob@local.example 203.0.113.7>203.0.113.8',
+    'slow@slow.example bob@local.example 192.0.2.30>192.0.2.30',
+  ]);
+  assert.deepEqual(r.delays, [600, 2400, 47160]);
+  assert.deepEqual(r.days, [{ day: '2023-11-12', start: G0 - 8 * 3600, decisions: 16, accepted: 6, deferred: 10, episodes: 8, cameBack: 3, greydaemon: 16 }]);
+  assert.match(formatReport(r), /^qgreyd report: 16 decisions \(16 from greydaemon's log\) in 26 lines/m);
+});
+
+test('per hour and per day: the recorded qgreyd log', () => {
+  const r = buildReport(lines(), { retry: 86400 });
+  assert.deepEqual(
+    r.hours.map((h) => [new Date(h.start * 1000).toISOString().slice(0, 13), h.accepted, h.deferred]),
+    [['2023-11-14T22', 4, 9], ['2023-11-14T23', 2, 0], ['2023-11-15T23', 2, 2]],
+  );
+  assert.deepEqual(
+    r.days.map((d) => [d.day, d.decisions, d.accepted, d.deferred, d.episodes, d.cameBack, d.greydaemon]),
+    [['2023-11-14', 15, 6, 9, 7, 2, 0], ['2023-11-15', 4, 2, 2, 1, 0, 0]],
+  );
+  assert.deepEqual(r.senders.slice(0, 2).map((s) => [s.key, s.deferred, s.neverPassed]), [['spam1@spam.example', 2, 2], ['recent@new.example', 1, 1]]);
+});
+
+test('the text report ends with the per-day table, saying which daemon wrote each day', () => {
+  const text = formatReport(buildReport([...gdLines(), ...lines()], { retry: 86400 }));
+  const table = text.slice(text.indexOf('per day (UTC):'));
+  assert.deepEqual(table.trimEnd().split('\n'), [
+    'per day (UTC):',
+    '  day        decisions accepted deferred deferred% msgs-deferred came-back  log',
+    '  2023-11-12        16        6       10      62.5             8         3  greydaemon',
+    '  2023-11-14        15        6        9      60.0             4         2  qgreyd',
+    '  2023-11-15         4        2        2      50.0             1         0  qgreyd',
+  ]);
+  assert.match(text, /^top deferred senders:$/m);
+  const mixed = buildReport(['127.0.0.1:1 new grey I192.0.2.1 Fa@x.example Tb@y.example  ', 'client=1 ip=192.0.2.1 from=<a@x.example> to=<b@y.example> reply=01:03 reason=passed'].map((l) => `@4000000065540222075bcd15 ${l}`));
+  assert.match(formatReport(mixed), /^ {2}2023-11-14 .* both$/m);
+});
+
+test('the HTML page escapes what came off the wire', () => {
+  const r = buildReport(['@4000000065540222075bcd15 client=1 ip=192.0.2.1 from=<"\\x3cscript\\x3ealert(1)\\x3c/script\\x3e"@x.example> to=<b@y.example> reply=00:01 reason=new']);
+  const page = formatHtml(r);
+  assert.doesNotMatch(page, /<script/i);
+  assert.match(page, /\\x3cscript\\x3ealert\(1\)\\x3c\/script\\x3e/);
+});
+
+test('qgreyctl report --html: to a file or standard output, and the errors it names', async () => {
+  const dir = tempDir('qgreyd-html-cli-');
+  try {
+    const page = join(dir, 'r.html');
+    const r = await ctl(['report', '--html', page, FIXTURE]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readFileSync(page, 'latin1'), (await ctl(['report', '--html', '-', FIXTURE])).stdout);
+    assert.match(readFileSync(page, 'latin1'), /^<!DOCTYPE html>/);
+    assert.deepEqual(readdirSync(dir), ['r.html'], 'no temporary file left behind');
+    const noDir = await ctl(['report', '--html', join(dir, 'missing', 'r.html'), FIXTURE]);
+    assert.equal(noDir.code, 100);
+    assert.match(noDir.stderr, /^qgreyctl: report: cannot write .*\/missing\/r\.html \(ENOENT\); give --html a file in a writable directory/);
+    const empty = await ctl(['report', '--html', '', FIXTURE]);
+    assert.equal(empty.code, 100);
+    assert.match(empty.stderr, /--html needs a file name/);
+    const both = await ctl(['report', '--html', page, '--json', FIXTURE]);
+    assert.equal(both.code, 100);
+    assert.match(both.stderr, /give --json or --html, not both/);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('the HTML charts stay bounded when a stray stamp is years away', () => {
+  const at = (t: number) => '@' + (2n ** 62n + 10n + BigInt(t)).toString(16).padStart(16, '0') + '00000000 client=1 ip=192.0.2.1 from=<a@x.example> to=<b@y.example> reply=00:01 reason=new';
+  const r = buildReport([at(1000), at(T0)]);
+  const page = formatHtml(r);
+  const hourBars = page.slice(page.indexOf('<figure id="per-hour">'), page.indexOf('<figure id="per-day">')).match(/<rect /g) ?? [];
+  assert.equal(hourBars.length, 1);
+  assert.match(page, /Decisions per hour \(the last 62 days\)/);
+  assert.match(page, /Decisions per day \(chart: the last 400 days\)/);
+  assert.equal((page.match(/<tr>/g) ?? []).length, 3, 'the table keeps both days');
 });

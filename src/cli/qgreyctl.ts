@@ -6,7 +6,7 @@
 // forget), 100 permanent error (usage, bad file), 111 temporary error (no answer, locked).
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { createReadStream, fstatSync, openSync, readFileSync, type Stats as FsStats } from 'node:fs';
+import { createReadStream, fstatSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, type Stats as FsStats } from 'node:fs';
 import { isIP } from 'node:net';
 import minimist from 'minimist';
 import { CtlError, openBackend, type Backend } from '../admin-client.js';
@@ -16,6 +16,7 @@ import { escapeField } from '../log.js';
 import { settingsFrom, type Settings } from '../policy.js';
 import { decodeReply, encodeRequest, isAccept, normaliseIp, replyText, type Verdict } from '../protocol.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
+import { formatHtml } from '../report-html.js';
 import { Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, parseListen, UsageError } from './args.js';
 
@@ -35,7 +36,7 @@ commands:
   whitelist check FILE IP                          does IP match the whitelist, and which line
   allow IP                                         mark IP known good from now
   forget IP [SENDER RCPT]                          delete IP's records, or one triplet
-  report [--retry S] [--top N] [--json] [LOGFILE...]  summarise the decision log
+  report [--retry S] [--top N] [--json] [--html FILE] [LOGFILE...]  summarise the decision log
 
   --state DIR   the daemon's state directory (default ${DEFAULT_STATE}); before or after COMMAND.
                 When qgreyd runs, qgreyctl works through DIR/admin.sock; else it opens DIR itself.
@@ -98,17 +99,22 @@ Deletes IP's known-good record and all of its triplets; or, with SENDER and RCPT
 triplet (keyed as the daemon keys it: spaces removed, lower-cased, '' or '<>' for a bounce).
 Logged by a running daemon.
 exit: 0 deleted, 1 nothing to delete, 100 usage, 111 store locked or daemon gone.`,
-  report: `usage: qgreyctl report [--retry SECONDS] [--top N] [--json] [LOGFILE...]
+  report: `usage: qgreyctl report [--retry SECONDS] [--top N] [--json] [--html FILE] [LOGFILE...]
 
 Reads the daemon's log (multilog output, raw "@4000..." stamps or tai64nlocal times, or no
-stamps) from the files in order, or standard input, and reports per deferred message
+stamps; greydaemon's log too, so the weeks before the switch can be compared) from the files
+in order, or standard input, and reports per deferred message
 (sender, recipient): those that came back (accepted later, from any address) and their retry
 delay; those that kept trying and never passed; those that never came back (likely spam);
 the top deferred client networks (/24, /48) and sender domains; a histogram of retry delays.
 A message counts as retried if it came back within --retry seconds (default ${DEFAULT_RETRY});
 one deferred in the last --retry seconds of the log is "too recent to tell".
-Without stamps, delays are unknown. --top limits each list (default 10).
-exit: 0 done, 100 usage or unreadable file.`,
+Without stamps, delays are unknown. --top limits each list (default 10). A per-day table
+(UTC) ends the report. --html FILE also writes the report as one self-contained HTML page
+with charts (decisions per hour and per day, retry delays, top deferred networks and
+senders); --html - prints the page instead of the text.
+exit: 0 done, 100 usage, unreadable log or unwritable FILE, 111 FILE could not be written
+for lack of space.`,
 };
 
 /** Thrown for bad usage; `exit` 100. */
@@ -579,7 +585,7 @@ async function cmdForget(argv: string[], globalState: string | undefined): Promi
 }
 
 async function cmdReport(argv: string[]): Promise<number> {
-  const { a, pos } = parse('report', argv, { string: ['retry', 'top'], boolean: ['json'] });
+  const { a, pos } = parse('report', argv, { string: ['retry', 'top', 'html'], boolean: ['json'] });
   if (a.help) return help('report');
   const retryText = last(a.retry) ?? String(DEFAULT_RETRY);
   const retry = Number(retryText);
@@ -587,6 +593,9 @@ async function cmdReport(argv: string[]): Promise<number> {
   const topText = last(a.top) ?? '10';
   const top = Number(topText);
   if (!/^\d+$/.test(topText)) throw new Usage(`report: --top ${JSON.stringify(topText)} is not a whole number`);
+  const html = last(a.html);
+  if (html !== undefined && html.trim() === '') throw new Usage('report: --html needs a file name, e.g. --html /var/www/greylist.html (or - for standard output)');
+  if (html !== undefined && a.json) throw new Usage('report: give --json or --html, not both');
   const builder = new ReportBuilder({ retry });
   const sources: Array<{ name: string; fd: number }> = [];
   for (const f of pos) {
@@ -608,8 +617,31 @@ async function cmdReport(argv: string[]): Promise<number> {
     }
   }
   const r = builder.finish();
+  if (html === '-') {
+    await write(formatHtml(r, top), 'latin1');
+    return EXIT_OK;
+  }
+  if (html !== undefined) writeReplacing(html, formatHtml(r, top));
   await write(a.json ? JSON.stringify(r) + '\n' : formatReport(r, top), 'latin1');
   return EXIT_OK;
+}
+
+/** Writes beside FILE and renames, so a web server never serves half a page. */
+function writeReplacing(file: string, text: string): void {
+  const tmp = `${file}.tmp${process.pid}`;
+  try {
+    writeFileSync(tmp, text, 'latin1');
+    renameSync(tmp, file);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // it was never created
+    }
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    const temporary = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO';
+    throw new CtlError(`report: cannot write ${file} (${code}); give --html a file in a writable directory`, temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
+  }
 }
 
 async function* stdinLines(): AsyncGenerator<string> {
