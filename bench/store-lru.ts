@@ -13,7 +13,7 @@ async function run(cacheSize: number): Promise<number[]> {
   const dir = tempDir('qgreyd-lru-');
   const store = await Store.open(dir, { cacheSize });
   const now = Math.floor(Date.now() / 1000);
-  const ctx = { store, settings: settingsFrom(7, 12, 5), clock: () => now, exclusive: <T>(fn: () => Promise<T>) => fn() };
+  const ctx = { store, settings: settingsFrom(7, 12, 5), clock: () => now, exclusive: <T>(fn: () => Promise<T>) => fn(), write: (ops: ReadonlyArray<readonly [string, number | null]>) => store.write(ops) };
   const times: number[] = [];
   try {
     // pass 0 writes every record, pass 1 only reads them (all kept)

@@ -135,7 +135,7 @@ class DirectBackend implements Backend {
   private readonly ctx: OpsContext;
 
   constructor(private readonly store: Store, readonly settings: Settings) {
-    this.ctx = { store, settings, clock: unixNow, exclusive: (fn) => fn() };
+    this.ctx = { store, settings, clock: unixNow, exclusive: (fn) => fn(), write: (ops) => store.write(ops) };
   }
 
   get stateDir(): string {

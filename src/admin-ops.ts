@@ -2,18 +2,22 @@
 // places: in qgreyctl itself when it holds the store (the daemon is stopped), and in the
 // daemon on qgreyctl's behalf (src/admin.ts). `exclusive` is the seam: the daemon passes
 // Greylist.exclusive, so changes are serialised with decisions and go through the daemon's
-// cache; alone, it simply runs the function.
+// cache; alone, it simply runs the function. Every change goes through `write`: in the daemon
+// that is Greylist.write, which a running sweep respects exactly as it respects requests.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isDeadIp, isDeadTriplet, normaliseSender, stripSpaces, tripletKey, asciiLower, type Settings } from './policy.js';
+import { isDeadIp, isDeadTriplet, isFuture, normaliseSender, stripSpaces, tripletKey, asciiLower, type Settings } from './policy.js';
 import { normaliseIp } from './protocol.js';
 import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
 
 export interface OpsContext {
+  /** for reads; changes go through write() */
   store: Store;
   settings: Settings;
   clock: () => number;
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** writes a batch (a time sets a record, null deletes it); called inside exclusive() */
+  write(ops: ReadonlyArray<readonly [key: string, time: number | null]>): Promise<void>;
 }
 
 /** A stored record, as in the greydaemon save file. */
@@ -118,17 +122,25 @@ export interface Stats {
   settings: Settings;
   ips: KindStats;
   triplets: KindStats;
+  /** records of either kind dated further ahead of now than the settings tolerate (written
+   *  while the clock was ahead); `furthest` is the latest such time */
+  future: { count: number; furthest: number | null };
   /** bytes of the files in the state directory */
   diskBytes: number;
 }
 
 export async function stats(ctx: OpsContext): Promise<Stats> {
   const now = ctx.clock();
+  const future: Stats['future'] = { count: 0, furthest: null };
   const one = async (prefix: string, dead: (t: number, now: number, s: Settings) => boolean): Promise<KindStats> => {
     const k: KindStats = { count: 0, dead: 0, oldest: null, newest: null };
     for await (const records of ctx.store.scan(prefix, { chunk: 5000 })) {
       for (const r of records) {
         k.count++;
+        if (isFuture(r.time, now, ctx.settings)) {
+          future.count++;
+          if (future.furthest === null || r.time > future.furthest) future.furthest = r.time;
+        }
         if (dead(r.time, now, ctx.settings)) k.dead++;
         if (k.oldest === null || r.time < k.oldest) k.oldest = r.time;
         if (k.newest === null || r.time > k.newest) k.newest = r.time;
@@ -138,7 +150,7 @@ export async function stats(ctx: OpsContext): Promise<Stats> {
   };
   const ips = await one(IP_PREFIX, isDeadIp);
   const triplets = await one(TRIPLET_PREFIX, isDeadTriplet);
-  return { now, settings: ctx.settings, ips, triplets, diskBytes: await diskUsage(ctx.store.dir) };
+  return { now, settings: ctx.settings, ips, triplets, future, diskBytes: await diskUsage(ctx.store.dir) };
 }
 
 /** Bytes of the regular files in dir (LevelDB keeps its files flat in the directory). */
@@ -200,7 +212,7 @@ export class Importer {
         if (cur === undefined || better(r, cur, now, s)) ops.push([key, r.time]);
         else this.counts.kept++;
       });
-      await this.ctx.store.write(ops);
+      await this.ctx.write(ops);
       this.counts.imported += ops.length;
     });
   }
@@ -225,7 +237,7 @@ export async function allow(ctx: OpsContext, ipText: string): Promise<AllowResul
     const key = ipKey(ip);
     const [previous] = await ctx.store.get([key]);
     const time = ctx.clock();
-    await ctx.store.write([[key, time]]);
+    await ctx.write([[key, time]]);
     return { ip, time, previous: previous ?? null };
   });
 }
@@ -246,12 +258,12 @@ export async function forgetIp(ctx: OpsContext, ipText: string): Promise<ForgetR
     const key = ipKey(ip);
     const [t] = await ctx.store.get([key]);
     if (t === undefined) return 0;
-    await ctx.store.write([[key, null]]);
+    await ctx.write([[key, null]]);
     return 1;
   });
   for await (const records of ctx.store.scan(`${TRIPLET_PREFIX}${ip} `, { chunk: 1000 })) {
     deleted += await ctx.exclusive(async () => {
-      await ctx.store.write(records.map((r) => [r.key, null] as const));
+      await ctx.write(records.map((r) => [r.key, null] as const));
       return records.length;
     });
   }
@@ -267,7 +279,7 @@ export async function forgetTriplet(ctx: OpsContext, ipText: string, sender: str
   return ctx.exclusive(async () => {
     const [t] = await ctx.store.get([key]);
     if (t === undefined) return { ip, triplet, deleted: 0 };
-    await ctx.store.write([[key, null]]);
+    await ctx.write([[key, null]]);
     return { ip, triplet, deleted: 1 };
   });
 }

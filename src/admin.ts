@@ -107,14 +107,7 @@ export class AdminServer {
   ) {
     this.path = adminSocketPath(store.dir);
     this.address = this.path;
-    this.ctx = {
-      store,
-      get settings() {
-        return greylist.settings;
-      },
-      clock: greylist.clock,
-      exclusive: (fn) => greylist.exclusive(fn),
-    };
+    this.ctx = greylist.opsContext();
   }
 
   /** Listens on <statedir>/admin.sock. A socket file left by a daemon that died is removed:

@@ -3,7 +3,8 @@
 // batch's own earlier changes), the batch's changes are written to LevelDB in one atomic
 // write (a group commit), and only then are the replies released. Other work that touches
 // the store (the expiry sweep, admin changes) runs between batches, never inside one.
-import { decide, isDeadIp, isDeadTriplet, tripletKeys, type Decision, type RecordView, type Settings } from './policy.js';
+import { decide, isDeadIp, isDeadTriplet, isFuture, tripletKeys, type Decision, type RecordView, type Settings } from './policy.js';
+import type { OpsContext } from './admin-ops.js';
 import type { Request } from './protocol.js';
 import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
 import type { Whitelist, WhitelistEntry } from './whitelist.js';
@@ -26,8 +27,22 @@ type Pending = PendingRequest | PendingTask;
 export interface SweepReport {
   scanned: number;
   deleted: number;
+  /** records dated ahead of now, set to now */
+  normalised: number;
   ms: number;
+  /** the first corruption the sweep met and stepped over, if any */
+  corrupt?: string;
+  /** how long the compaction after the sweep took, when there was one */
+  compactMs?: number;
 }
+
+interface SweepMade {
+  deleted: number;
+  normalised: number;
+}
+
+/** A write to the store: a time sets a record, null deletes it. */
+export type StoreOp = readonly [key: string, time: number | null];
 
 export class Greylist {
   private queue: Pending[] = [];
@@ -35,19 +50,56 @@ export class Greylist {
   private idleWaiters: Array<() => void> = [];
   private sweeping: Promise<SweepReport> | null = null;
   private stopping = false;
-  /** keys that batches changed while a sweep chunk was between its read and its delete */
+  /** keys written (by batches and through write()) since the running sweep's snapshot */
   private sweepWatch: Set<string> | null = null;
-  /** dead keys the sweep hands over; the next batch deletes them in its own write */
   /** request batches decided since the sweep's last chunk */
   private requestBatches = 0;
-  private sweepDeletes: Array<{ keys: string[]; done: (deleted: number | Error) => void }> = [];
+  /** the sweep's changes (dead keys to delete, future-dated ones to set to now); the next
+   *  batch makes them in its own write */
+  private sweepOps: Array<{ ops: StoreOp[]; done: (made: SweepMade | Error) => void }> = [];
+  /** The clock the sweep judges deadness by, in Unix seconds. It may run behind `clock`
+   *  (after a forward jump of the wall clock) but never ahead of it. */
+  expiryClock: () => number;
+  /** A test seam: awaited after the sweep chose a chunk's changes from its snapshot and
+   *  before it hands them over. */
+  onSweepChunk: ((ops: readonly StoreOp[]) => Promise<void>) | null = null;
 
   constructor(
     readonly store: Store,
     public settings: Settings,
     public whitelist: Whitelist,
     readonly clock: () => number = unixNow,
-  ) {}
+  ) {
+    this.expiryClock = clock;
+  }
+
+  /** Writes outside a request batch (admin changes): run it inside exclusive(). The keys are
+   *  noted exactly as a batch's are, so a running sweep does not undo the write. */
+  async write(ops: readonly StoreOp[]): Promise<void> {
+    this.noteWrites(ops.map((o) => o[0]));
+    await this.store.write(ops);
+  }
+
+  /** What qgreyctl's operations run with in the daemon: serialised with the batches, and
+   *  every change through write(). */
+  opsContext(): OpsContext {
+    const settings = () => this.settings;
+    return {
+      store: this.store,
+      get settings() {
+        return settings();
+      },
+      clock: this.clock,
+      exclusive: (fn) => this.exclusive(fn),
+      write: (ops) => this.write(ops),
+    };
+  }
+
+  /** From just before its snapshot on, the sweep leaves every key written meanwhile alone. */
+  private noteWrites(keys: Iterable<string>): void {
+    if (this.sweepWatch === null) return;
+    for (const k of keys) this.sweepWatch.add(k);
+  }
 
   /** Queue a request; `done` is called once its decision is stored (or could not be). */
   submit(req: Request, done: Done): void {
@@ -81,7 +133,7 @@ export class Greylist {
   }
 
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 || this.sweepDeletes.length > 0) {
+    while (this.queue.length > 0 || this.sweepOps.length > 0) {
       const first = this.queue[0];
       if (first !== undefined && 'task' in first) {
         this.queue.shift();
@@ -93,7 +145,7 @@ export class Greylist {
       const batch = this.queue.splice(0, n) as PendingRequest[];
       await this.runBatch(batch);
       // a batch of deletes alone, when no request came
-      if (this.queue.length === 0 && this.sweepDeletes.length > 0) await new Promise<void>((r) => setImmediate(r));
+      if (this.queue.length === 0 && this.sweepOps.length > 0) await new Promise<void>((r) => setImmediate(r));
     }
     this.running = false;
     const waiters = this.idleWaiters;
@@ -156,20 +208,21 @@ export class Greylist {
         }
         results[i] = { kind: 'decision', decision: out, whitelistEntry: listed[i] };
       }
-      if (this.sweepWatch !== null) for (const k of writes.keys()) this.sweepWatch.add(k);
-      const ops: Array<[string, number | null]> = [...writes];
-      // the sweep's deletes ride along in this write: no round trip of their own between
-      // batches. A key changed since the sweep's snapshot was read is left alone.
-      const sweep = this.sweepDeletes;
-      this.sweepDeletes = [];
+      this.noteWrites(writes.keys());
+      const ops: StoreOp[] = [...writes];
+      // the sweep's changes ride along in this write: no round trip of their own between
+      // batches. A key written since the sweep's snapshot was read is left alone.
+      const sweep = this.sweepOps;
+      this.sweepOps = [];
       const counts = sweep.map((group) => {
-        let n = 0;
-        for (const k of group.keys) {
-          if (writes.has(k) || this.sweepWatch?.has(k)) continue;
-          ops.push([k, null]);
-          n++;
+        const made: SweepMade = { deleted: 0, normalised: 0 };
+        for (const op of group.ops) {
+          if (writes.has(op[0]) || this.sweepWatch?.has(op[0])) continue;
+          ops.push(op);
+          if (op[1] === null) made.deleted++;
+          else made.normalised++;
         }
-        return n;
+        return made;
       });
       try {
         await this.store.write(ops);
@@ -190,10 +243,14 @@ export class Greylist {
   /** Delete dead records (PROTOCOL.md, Expiry), a chunk at a time, without stalling requests.
    *  Records are read from a LevelDB snapshot while batches run, and a chunk's dead keys are
    *  deleted in the next batch's own write (no write of their own between batches). From just
-   *  before the snapshot on, batches note the keys they change, and a noted key is left for
-   *  the next sweep: every other record still holds the value read. The note is bounded: past
-   *  WATCH_LIMIT keys the scan restarts, with a fresh snapshot, after the last key it read.
-   *  While requests come, the sweep pauses after each chunk. */
+   *  before the snapshot on, every write through this object (batches, and admin changes
+   *  through write()) notes its keys, and a noted key is left for the next sweep: every other
+   *  record still holds the value read. The note is bounded: past WATCH_LIMIT keys the scan
+   *  restarts, with a fresh snapshot, after the last key it read. While requests come, the
+   *  sweep pauses after each chunk.
+   *  Deadness is judged by expiryClock; a record dated ahead of the request clock is set to
+   *  now. A corrupt part of the store is stepped over and reported. After a sweep that
+   *  deleted much, the store is compacted. */
   sweep(chunk = 250): Promise<SweepReport> {
     this.sweeping ??= this.runSweep(chunk).finally(() => {
       this.sweepWatch = null;
@@ -204,8 +261,8 @@ export class Greylist {
 
   private async runSweep(chunk: number): Promise<SweepReport> {
     const started = Date.now();
-    let scanned = 0;
-    let deleted = 0;
+    const report: SweepReport = { scanned: 0, deleted: 0, normalised: 0, ms: 0 };
+    const onCorrupt = (message: string) => (report.corrupt ??= message);
     for (const [prefix, dead] of [
       [TRIPLET_PREFIX, isDeadTriplet],
       [IP_PREFIX, isDeadIp],
@@ -216,20 +273,25 @@ export class Greylist {
         await this.exclusive(async () => {
           this.sweepWatch = new Set();
         });
-        for await (const records of this.store.scan(prefix, { after, chunk })) {
+        for await (const records of this.store.scan(prefix, { after, chunk, onCorrupt })) {
           if (this.stopping) break;
-          scanned += records.length;
+          report.scanned += records.length;
           after = records[records.length - 1].key;
           const now = this.clock();
-          const candidates = records.filter((r) => dead(r.time, now, this.settings));
-          if (candidates.length > 0) {
-            deleted += await new Promise<number>((resolve, reject) => {
-              this.sweepDeletes.push({
-                keys: candidates.map((c) => c.key),
-                done: (n) => (typeof n === 'number' ? resolve(n) : reject(n)),
-              });
+          const expiryNow = Math.min(this.expiryClock(), now);
+          const ops: StoreOp[] = [];
+          for (const r of records) {
+            if (isFuture(r.time, now, this.settings)) ops.push([r.key, now]);
+            else if (dead(r.time, expiryNow, this.settings)) ops.push([r.key, null]);
+          }
+          if (ops.length > 0) {
+            await this.onSweepChunk?.(ops);
+            const made = await new Promise<SweepMade>((resolve, reject) => {
+              this.sweepOps.push({ ops, done: (m) => (m instanceof Error ? reject(m) : resolve(m)) });
               this.kick();
             });
+            report.deleted += made.deleted;
+            report.normalised += made.normalised;
           }
           // paced while requests come: the sweep competes with them for the CPU and LevelDB
           if (this.requestBatches > 0) {
@@ -244,7 +306,17 @@ export class Greylist {
       }
     }
     this.sweepWatch = null;
-    return { scanned, deleted, ms: Date.now() - started };
+    // Deleted records leave tombstones and the old values in LevelDB's files until a
+    // compaction reaches them, which a store that stopped growing may wait for for ever.
+    // Not over a corrupt block: a compaction that reads one fails, and LevelDB then refuses
+    // every write until the store is reopened.
+    if (!this.stopping && report.corrupt === undefined && shouldCompact(report.deleted, report.scanned)) {
+      const t = Date.now();
+      await this.store.compact();
+      report.compactMs = Date.now() - t;
+    }
+    report.ms = Date.now() - started;
+    return report;
   }
 
   /** Finish what is queued, abandon a running sweep; the store stays open. */
@@ -253,6 +325,15 @@ export class Greylist {
     await this.sweeping?.catch(() => undefined);
     await this.idle();
   }
+}
+
+/** A sweep compacts the store when it deleted at least COMPACT_MIN records and at least
+ *  1/COMPACT_FRACTION of those it scanned: a mass expiry, not the steady trickle a busy store
+ *  sees each sweep (LevelDB's own compactions keep up with that). */
+export const COMPACT_MIN = 10_000;
+export const COMPACT_FRACTION = 4;
+export function shouldCompact(deleted: number, scanned: number): boolean {
+  return deleted >= COMPACT_MIN && deleted * COMPACT_FRACTION >= scanned;
 }
 
 /** keys the sweep notes before it restarts its scan with a fresh snapshot */

@@ -11,7 +11,14 @@ export interface Settings {
   greyWindow: number;
   /** earliest acceptable retry (-m, minutes) */
   minResend: number;
+  /** how far ahead of now a stored time may be before it counts as now (default FUTURE_TOLERANCE) */
+  futureTolerance?: number;
 }
+
+/** A stored time more than this ahead of now was written under a clock that has since been
+ *  set back (or imported from a machine whose clock is ahead); a few seconds of difference
+ *  between clocks is normal and is left alone. */
+export const FUTURE_TOLERANCE = 60;
 
 /** What the policy may know about stored state. Dead records may still be present. */
 export interface RecordView {
@@ -65,7 +72,13 @@ export function decide(req: Request, whitelisted: boolean, view: RecordView, now
       break;
     }
     const key = tripletKey(req.ip, sender, rcpt);
-    const t = stored.get(key) ?? view.firstSeen(key);
+    let t = stored.get(key) ?? view.firstSeen(key);
+    if (t !== undefined && isFuture(t, now, s)) {
+      // first seen "in the future": count it as first seen now, and store that, so the sender
+      // waits min-resend once rather than for as long as the clock was wrong
+      t = now;
+      stored.set(key, now);
+    }
     if (t === undefined) {
       stored.set(key, now);
       decision.verdict = Verdict.New;
@@ -87,7 +100,17 @@ export function decide(req: Request, whitelisted: boolean, view: RecordView, now
 }
 
 export function isKnownGood(lastGood: number | undefined, now: number, s: Settings): boolean {
-  return lastGood !== undefined && lastGood > now - s.timeout;
+  return lastGood !== undefined && asOfNow(lastGood, now, s) > now - s.timeout;
+}
+
+/** Whether a stored time is further ahead of now than the settings tolerate. */
+export function isFuture(t: number, now: number, s: Settings): boolean {
+  return t > now + (s.futureTolerance ?? FUTURE_TOLERANCE);
+}
+
+/** A stored time as the rules read it: one dated too far ahead counts as now. */
+export function asOfNow(t: number, now: number, s: Settings): number {
+  return isFuture(t, now, s) ? now : t;
 }
 
 /** Dead records never influence a verdict and may be deleted (PROTOCOL.md, Expiry). */
@@ -95,7 +118,7 @@ export function isDeadIp(lastGood: number, now: number, s: Settings): boolean {
   return !isKnownGood(lastGood, now, s);
 }
 export function isDeadTriplet(firstSeen: number, now: number, s: Settings): boolean {
-  return now - firstSeen >= s.greyWindow;
+  return now - asOfNow(firstSeen, now, s) >= s.greyWindow;
 }
 
 /** Spaces removed; the empty sender (a bounce) becomes '.'. */

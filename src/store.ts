@@ -180,28 +180,63 @@ export class Store {
     for (const [key, time] of ops) this.cache.set(key, time);
   }
 
-  /** Records whose key starts with prefix, in key order, in chunks; from `after` (exclusive). */
-  async *scan(prefix: string, opts: { after?: string; chunk?: number } = {}): AsyncGenerator<StoredRecord[]> {
+  /** Records whose key starts with prefix, in key order, in chunks; from `after` (exclusive).
+   *  With `onCorrupt`, a corrupt part of the store is reported there and skipped: the scan
+   *  goes on with every record it can read. Without it, corruption fails the scan. */
+  async *scan(prefix: string, opts: { after?: string; chunk?: number; onCorrupt?: (message: string) => void } = {}): AsyncGenerator<StoredRecord[]> {
     const db = await this.usable();
-    const it = db.iterator({
-      gt: opts.after ?? prefix,
-      lt: prefix + '\uffff',
-    });
+    const range = (after: string | undefined) => db.iterator({ gt: after ?? prefix, lt: prefix + '\uffff' });
+    let after = opts.after;
+    let it = range(after);
+    // LevelDB's iterator steps over a block it cannot read and only says so when it reaches
+    // the end of the range, failing that last read: the records it held are read again one
+    // at a time, so only the unreadable block is lost
+    let corrupt: string | null = null;
     try {
       for (;;) {
         let entries: Array<[string, Buffer]>;
         try {
-          entries = await it.nextv(opts.chunk ?? 1000);
+          entries = await it.nextv(corrupt !== null ? 1 : opts.chunk ?? 1000);
         } catch (e) {
           // the database was reopened under this scan: the caller starts again later
           if (db !== this.db) throw new StoreError('QGREYD_STORE_IO', 'the store was reopened during a scan', true);
-          throw this.failed(e);
+          if (opts.onCorrupt === undefined || (e as { code?: string }).code !== 'LEVEL_CORRUPTION') throw this.failed(e);
+          if (corrupt !== null) break;
+          corrupt = (e as Error).message;
+          await it.close();
+          it = range(after);
+          continue;
         }
-        if (entries.length === 0) return;
-        yield entries.map(([key, value]) => ({ key, time: decodeTime(value) }));
+        if (entries.length === 0) break;
+        after = entries[entries.length - 1][0];
+        const records: StoredRecord[] = [];
+        for (const [key, value] of entries) {
+          try {
+            records.push({ key, time: decodeTime(value) });
+          } catch (e) {
+            if (opts.onCorrupt === undefined) throw e;
+            opts.onCorrupt(`state directory ${this.dir}: record ${JSON.stringify(key.slice(0, 200))}: ${(e as Error).message}; it was skipped`);
+          }
+        }
+        if (records.length > 0) yield records;
       }
+      // (the second pass may not meet the damage again: it starts past it when it lay before)
+      if (corrupt !== null) opts.onCorrupt?.(`state directory ${this.dir}: ${corrupt}; the records in the damaged part were skipped; stop qgreyd and run: qgreyd --repair ${this.dir}`);
     } finally {
       await it.close();
+    }
+  }
+
+  /** Compacts the whole key range, so that the space of deleted records goes back to the
+   *  file system. LevelDB does it on its own threads: reads and writes go on meanwhile. */
+  async compact(): Promise<void> {
+    const db = await this.usable();
+    const compactRange = (db as unknown as { compactRange?: (start: string, end: string) => Promise<void> }).compactRange;
+    if (typeof compactRange !== 'function') throw new StoreError('QGREYD_STORE_IO', 'this build of the level package has no compactRange(); install classic-level');
+    try {
+      await compactRange.call(db, '\u0000', '\uffff');
+    } catch (e) {
+      throw this.failed(e);
     }
   }
 

@@ -30,7 +30,7 @@ test('import keeps the better evidence: later last-good, earlier live first-seen
   const dir = tempDir();
   const store = await Store.open(join(dir, 'data'));
   try {
-    const ctx: OpsContext = { store, settings: settingsFrom(7, 12, 5), clock: () => NOW, exclusive: (fn) => fn() };
+    const ctx: OpsContext = { store, settings: settingsFrom(7, 12, 5), clock: () => NOW, exclusive: (fn) => fn(), write: (ops) => store.write(ops) };
     const deadTriplet = NOW - 13 * 3600;
     await store.write([
       [ipKey('192.0.2.1'), NOW - 100],

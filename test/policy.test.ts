@@ -2,7 +2,7 @@
 // clock: the store is a Map the test applies the decision's changes to.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decide, isDeadIp, isDeadTriplet, isVerp, settingsFrom, tripletKey, type Decision, type Settings } from '../src/policy.js';
+import { decide, FUTURE_TOLERANCE, isDeadIp, isDeadTriplet, isFuture, isVerp, settingsFrom, tripletKey, type Decision, type Settings } from '../src/policy.js';
 import { decodeRequest, encodeRequest, replyText, type Request } from '../src/protocol.js';
 
 const DEFAULTS: Settings = settingsFrom(7, 12, 5);
@@ -212,5 +212,52 @@ describe('expiry predicates', () => {
     assert.equal(m.ask(t, '192.0.2.1', 'a@b', ['c@d']), '00:03');
     m.triplets.clear();
     assert.equal(m.ask(t, '192.0.2.1', 'a@b', ['c@d']), '00:01');
+  });
+});
+
+describe('records dated ahead of now (the clock was set back)', () => {
+  const T0 = 1_700_000_000;
+
+  it('a triplet first seen more than the tolerance ahead counts as first seen now: at most min-resend of deferral', () => {
+    const m = new Model();
+    // touched while the clock was 30 days ahead, then the clock was corrected
+    m.triplets.set('192.0.2.1 a@b c@d', T0 + 30 * D);
+    assert.equal(m.ask(T0, '192.0.2.1', 'a@b', ['c@d']), '00:02');
+    assert.equal(m.triplets.get('192.0.2.1 a@b c@d'), T0, 'normalised to now, so the wait is min-resend');
+    assert.equal(m.ask(T0 + 5 * 60 - 1, '192.0.2.1', 'a@b', ['c@d']), '00:02');
+    assert.equal(m.ask(T0 + 5 * 60, '192.0.2.1', 'a@b', ['c@d']), '01:03');
+    assert.equal(m.ask(T0 + 5 * 60 + 1, '192.0.2.1', 'x@y', ['z@w']), '01:02');
+  });
+
+  it('within the tolerance a stored time is left as it is', () => {
+    const m = new Model();
+    m.triplets.set('192.0.2.1 a@b c@d', T0 + FUTURE_TOLERANCE);
+    assert.equal(m.ask(T0, '192.0.2.1', 'a@b', ['c@d']), '00:02');
+    assert.equal(m.triplets.get('192.0.2.1 a@b c@d'), T0 + FUTURE_TOLERANCE);
+    assert.equal(isFuture(T0 + FUTURE_TOLERANCE, T0, DEFAULTS), false);
+    assert.equal(isFuture(T0 + FUTURE_TOLERANCE + 1, T0, DEFAULTS), true);
+  });
+
+  it('the tolerance comes from the settings', () => {
+    const s: Settings = { ...DEFAULTS, futureTolerance: 5 };
+    const m = new Model(s);
+    m.triplets.set('192.0.2.1 a@b c@d', T0 + 6);
+    assert.equal(m.ask(T0, '192.0.2.1', 'a@b', ['c@d']), '00:02');
+    assert.equal(m.triplets.get('192.0.2.1 a@b c@d'), T0);
+  });
+
+  it('a known-good IP dated ahead is known good now and refreshed to now', () => {
+    const m = new Model();
+    m.ips.set('192.0.2.9', T0 + 30 * D);
+    assert.equal(m.ask(T0, '192.0.2.9', 'a@b', ['c@d']), '01:02');
+    assert.equal(m.ips.get('192.0.2.9'), T0);
+    // and it lapses timeout after now, not timeout after its future date
+    assert.equal(m.ask(T0 + 7 * D, '192.0.2.9', 'a@b', ['c@d']), '00:01');
+  });
+
+  it('future-dated records are not dead: they count as now', () => {
+    assert.equal(isDeadIp(T0 + 30 * D, T0, DEFAULTS), false);
+    assert.equal(isDeadTriplet(T0 + 30 * D, T0, DEFAULTS), false);
+    assert.equal(isDeadTriplet(T0 + 30 * D, T0, { ...DEFAULTS, greyWindow: 0 }), true);
   });
 });

@@ -386,14 +386,27 @@ function statsText(s: Stats, b: Backend): string {
   const whose = b.mode === 'daemon' ? "the daemon's" : 'from -t/-g/-m or the defaults';
   const kind = (name: string, k: Stats['ips']) =>
     `${name.padEnd(15)} ${k.count} (dead, not yet swept: ${k.dead})` +
-    (k.oldest !== null && k.newest !== null ? `; oldest ${iso(k.oldest)} (${age(s.now - k.oldest)} ago), newest ${iso(k.newest)} (${age(s.now - k.newest)} ago)` : '');
+    (k.oldest !== null && k.newest !== null ? `; oldest ${iso(k.oldest)} (${ago(s.now - k.oldest)}), newest ${iso(k.newest)} (${ago(s.now - k.newest)})` : '');
   return [
     `state           ${b.stateDir} (${how})`,
     `settings        ${settingsText(s.settings)} (${whose})`,
     kind('known-good IPs', s.ips),
     kind('triplets', s.triplets),
+    // a daemon older than this qgreyctl does not report them
+    ...(s.future === undefined ? [] : [futureText(s)]),
     `disk            ${s.diskBytes} bytes (${(s.diskBytes / 1048576).toFixed(1)} MiB)`,
   ].join('\n') + '\n';
+}
+
+/** "5m ago", or "in 5m" for a time ahead of now */
+function ago(seconds: number): string {
+  return seconds < 0 ? age(seconds) : `${age(seconds)} ago`;
+}
+
+function futureText(s: Stats): string {
+  const f = s.future;
+  if (f.count === 0 || f.furthest === null) return `future-dated    0`;
+  return `future-dated    ${f.count} (dated ahead of now: the clock was set back, or an import came from a clock ahead; they count as now, and the next sweep sets them to now); furthest ${iso(f.furthest)} (${age(f.furthest - s.now)} ahead)`;
 }
 
 /** Lines of a file as latin1 text (addresses are bytes), split on \n only, from an open fd. */

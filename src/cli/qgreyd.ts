@@ -3,8 +3,10 @@
 // permanent (usage or configuration) error, 111 for a temporary one.
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { AllowList } from '../access.js';
 import { AdminServer } from '../admin.js';
+import { ClockWatch } from '../clock.js';
 import { Greylist } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
 import { settingsFrom } from '../policy.js';
@@ -17,6 +19,8 @@ import { repairStore } from './repair.js';
 
 export const EXIT_PERMANENT = 100;
 export const EXIT_TEMPORARY = 111;
+/** how often the wall clock is compared with the monotonic one (and at each sweep) */
+const CLOCK_CHECK_MS = 10_000;
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -123,7 +127,26 @@ async function main(argv: string[]): Promise<void> {
     }
     throw e;
   }
-  const gl = new Greylist(store, settings, whitelist);
+  // A test hook, not a setting: QGREYD_TEST_CLOCK_FILE names a file holding seconds to add to
+  // the wall clock, read at start and on SIGUSR2, so tests can jump the daemon's clock
+  // without touching the machine's.
+  const testClockFile = process.env.QGREYD_TEST_CLOCK_FILE;
+  let testOffsetMs = 0;
+  const readTestClock = () => {
+    if (testClockFile !== undefined) testOffsetMs = Number(readFileSync(testClockFile, 'utf8').trim()) * 1000 || 0;
+  };
+  readTestClock();
+  const wallMs = testClockFile === undefined ? Date.now : () => Date.now() + testOffsetMs;
+  const clock = new ClockWatch(wallMs, () => performance.now(), undefined, settings.timeout * 1000, (j) =>
+    log.line(
+      j.seconds > 0
+        ? `warning clock jumped forward ${j.seconds}s against the monotonic clock; the sweep expires records as if it had not, by ${j.heldBack}s, until it is set back or for ${options.timeoutDays}d`
+        : `warning clock jumped back ${-j.seconds}s against the monotonic clock; records dated ahead of now count as now${j.heldBack > 0 ? `; the sweep still holds back ${j.heldBack}s of an earlier jump forward` : ''}`,
+    ),
+  );
+  const clockTimer = setInterval(() => clock.check(), CLOCK_CHECK_MS);
+  const gl = new Greylist(store, settings, whitelist, () => Math.floor(wallMs() / 1000));
+  gl.expiryClock = () => clock.expiryNow();
   server.attach(gl);
   // before the start line, so that qgreyctl finds the socket as soon as the daemon is up
   const admin = new AdminServer(gl, store, log, ver);
@@ -154,14 +177,35 @@ async function main(argv: string[]): Promise<void> {
 
   // a sweep can outlast the interval: a tick then joins the running one, which logs once
   let sweepRunning = false;
+  // every sweep meets a corrupt block again until the store is repaired: say so once
+  let corruptLogged = false;
   const sweepTimer = setInterval(() => {
     if (sweepRunning) return;
     sweepRunning = true;
     gl.sweep().finally(() => (sweepRunning = false)).then(
-      (r) => log.line(`sweep scanned=${r.scanned} deleted=${r.deleted} ms=${r.ms}`),
+      (r) => {
+        if (r.corrupt !== undefined && !corruptLogged) {
+          corruptLogged = true;
+          log.line(`error sweep stepped over a corrupt part of the store, and will each time until it is repaired: ${quoted(r.corrupt)}`);
+        }
+        log.line(
+          `sweep scanned=${r.scanned} deleted=${r.deleted}` +
+            (r.normalised > 0 ? ` future-dated-set-to-now=${r.normalised}` : '') +
+            (r.compactMs !== undefined ? ` compacted-ms=${r.compactMs}` : '') +
+            ` ms=${r.ms}`,
+        );
+      },
       (e: Error) => log.line(`error sweep ${quoted(e.message)}`),
     );
   }, options.sweepMinutes * 60_000);
+
+  if (testClockFile !== undefined) {
+    process.on('SIGUSR2', () => {
+      readTestClock();
+      clock.check();
+      log.line(`test-clock offset=${testOffsetMs / 1000}s`);
+    });
+  }
 
   process.on('SIGHUP', () => {
     if (options.whitelist === null) {
@@ -182,6 +226,7 @@ async function main(argv: string[]): Promise<void> {
     stopping = true;
     log.line(`stop signal=${signal}`);
     clearInterval(sweepTimer);
+    clearInterval(clockTimer);
     void (async () => {
       await server.close();
       await admin.close();
