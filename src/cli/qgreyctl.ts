@@ -18,6 +18,7 @@ import { decodeReply, encodeRequest, isAccept, normaliseIp, replyText, type Verd
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
 import { Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, parseListen, UsageError } from './args.js';
+import { cmdSpfWhitelist, SPF_WHITELIST_HELP } from './spf-whitelist.js';
 
 const EXIT_OK = 0;
 const EXIT_NO = 1;
@@ -36,6 +37,8 @@ commands:
   allow IP                                         mark IP known good from now
   forget IP [SENDER RCPT]                          delete IP's records, or one triplet
   report [--retry S] [--top N] [--json] [LOGFILE...]  summarise the decision log
+  spf-whitelist [-o FILE] [--resolver IP:PORT] DOMAIN... | -f LISTFILE
+                                                   a whitelist from big senders' SPF records
 
   --state DIR   the daemon's state directory (default ${DEFAULT_STATE}); before or after COMMAND.
                 When qgreyd runs, qgreyctl works through DIR/admin.sock; else it opens DIR itself.
@@ -109,6 +112,7 @@ A message counts as retried if it came back within --retry seconds (default ${DE
 one deferred in the last --retry seconds of the log is "too recent to tell".
 Without stamps, delays are unknown. --top limits each list (default 10).
 exit: 0 done, 100 usage or unreadable file.`,
+  'spf-whitelist': SPF_WHITELIST_HELP,
 };
 
 /** Thrown for bad usage; `exit` 100. */
@@ -644,6 +648,7 @@ const COMMANDS: Record<string, (argv: string[], globalState: string | undefined)
   allow: cmdAllow,
   forget: cmdForget,
   report: cmdReport,
+  'spf-whitelist': cmdSpfWhitelist,
 };
 
 async function main(argv: string[]): Promise<number> {
