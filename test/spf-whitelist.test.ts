@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Resolver } from 'node:dns/promises';
-import { accessSync, constants, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -154,10 +154,25 @@ function leftovers(): string[] {
 
 test('walks ip4, ip6, include, redirect, a, mx into a whitelist that qgreyd loads', { timeout: 60_000 }, async () => {
   const out = join(dir, 'whitelist.spf');
+  writeFileSync(out, '192.0.2.99  # last week\n', { mode: 0o640 });
+  chmodSync(out, 0o640);
+  const old = statSync(out);
   const days = today();
-  const r = await spf(['-o', out, 'big.test']);
+  // a cron job's strict umask must not make the new list unreadable to the daemon's group
+  const umask = process.umask(0o077);
+  let r;
+  try {
+    r = await spf(['-o', out, 'big.test']);
+  } finally {
+    process.umask(umask);
+  }
   days.push(...today());
   assert.equal(r.code, 0, r.stderr);
+  // replaced by a rename, not rewritten in place: a reader sees the old file or the new one,
+  // and the new one keeps the old one's permissions
+  const now = statSync(out);
+  assert.notEqual(now.ino, old.ino);
+  assert.equal(now.mode & 0o777, 0o640);
   const text = readFileSync(out, 'utf8');
   assert.deepEqual(ranges(text), EXPECTED_BIG);
   // not a pass, after all, or not expandable: none of these may be whitelisted
