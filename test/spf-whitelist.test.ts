@@ -220,6 +220,14 @@ test('-f list file and several domains: shared ranges written once, naming both;
   assert.match(r.stderr, /other\.test: a:nothing\.test: nothing\.test has no address/);
   assert.match(r.stderr, /11 ranges from 2 domains/);
   Whitelist.parse(r.stdout, 'stdout');
+  // -q: silent on success (cron mails any output), the notes are still in the file
+  const q = await spf(['-q', '-f', list]);
+  assert.equal(q.code, 0, q.stderr);
+  assert.equal(q.stderr, '');
+  assert.match(q.stdout, /note: other\.test: a:nothing\.test: nothing\.test has no address/);
+  const qf = await spf(['-q', 'loop.test']);
+  assert.equal(qf.code, 100);
+  assert.match(qf.stderr, /include loop/);
 });
 
 test('a DNS failure exits 111 and leaves the previous file untouched', { timeout: 60_000 }, async () => {

@@ -9,7 +9,7 @@ import { CtlError } from '../admin-client.js';
 import { DEFAULT_MAX_LOOKUPS, formatWhitelist, isDomainName, nodeDns, parseDomainList, SpfError, walkSpf, type SpfResult } from '../spf.js';
 
 export const SPF_WHITELIST_HELP = `usage: qgreyctl spf-whitelist [-o FILE] [--resolver IP[:PORT]]... [--timeout S] [--max-lookups N]
-                              [--skip-bad] DOMAIN... | -f LISTFILE
+                              [--skip-bad] [-q] DOMAIN... | -f LISTFILE
 
 Walks each domain's SPF record (ip4, ip6, a, mx, include, redirect) and writes the ranges it
 authorises as a whitelist file, one range a line, commented with the domain and the date.
@@ -20,6 +20,7 @@ exists, ptr and macros depend on the connecting client: they are reported and le
 --timeout S     seconds per DNS query try (default 5; 2 tries)
 --max-lookups N DNS lookups allowed per domain, as receivers count them (default ${DEFAULT_MAX_LOOKUPS}, RFC 7208)
 --skip-bad      leave out domains whose record is bad or missing instead of failing
+-q, --quiet     no notes or summary on standard error, only errors (for cron, which mails output)
 Nothing is written unless every domain was walked: the previous FILE stays as it was.
 exit: 0 written, 100 usage or a bad or missing SPF record, 111 DNS failure (timeout, SERVFAIL).`;
 
@@ -52,8 +53,8 @@ export async function cmdSpfWhitelist(argv: string[]): Promise<number> {
   const unknown: string[] = [];
   const a = minimist(argv, {
     string: ['o', 'f', 'resolver', 'timeout', 'max-lookups', 'state'],
-    boolean: ['skip-bad', 'help'],
-    alias: { o: 'output', f: 'file', h: 'help' },
+    boolean: ['skip-bad', 'help', 'q'],
+    alias: { o: 'output', f: 'file', h: 'help', q: 'quiet' },
     unknown: (arg) => {
       if (arg.startsWith('-') && arg.length > 1) {
         unknown.push(arg);
@@ -109,7 +110,8 @@ export async function cmdSpfWhitelist(argv: string[]): Promise<number> {
       failures.push(e);
     }
   }
-  for (const r of results) for (const n of r.notes) process.stderr.write(`qgreyctl: spf-whitelist: ${r.domain}: note: ${n}\n`);
+  const quiet = a.q === true;
+  if (!quiet) for (const r of results) for (const n of r.notes) process.stderr.write(`qgreyctl: spf-whitelist: ${r.domain}: note: ${n}\n`);
   const where = output === undefined ? 'nothing written' : `${output} left as it was`;
   const temporary = failures.filter((f) => f.temporary);
   for (const f of failures) process.stderr.write(`qgreyctl: spf-whitelist: ${f.domain}: ${f.message}\n`);
@@ -132,7 +134,7 @@ export async function cmdSpfWhitelist(argv: string[]): Promise<number> {
   }
   const from = `${results.length} domain${results.length === 1 ? '' : 's'}`;
   const left = failures.length > 0 ? `; left out ${failures.map((f) => f.domain).join(', ')}` : '';
-  process.stderr.write(`qgreyctl: spf-whitelist: ${output === undefined ? 'wrote' : `wrote ${output}:`} ${ranges} ranges from ${from}${left}\n`);
+  if (!quiet) process.stderr.write(`qgreyctl: spf-whitelist: ${output === undefined ? 'wrote' : `wrote ${output}:`} ${ranges} ranges from ${from}${left}\n`);
   return 0;
 }
 
