@@ -207,14 +207,14 @@ async function walkRecord(w: Walk, domain: string, chain: string[]): Promise<voi
       }
       case 'include': {
         if (!arg.startsWith(':') || arg.length < 2) throw new SpfError(w.top, `${domain}: ${JSON.stringify(term)} names no domain; receivers reject this record`, false);
-        await walkRecord(w, arg.slice(1).replace(/\.$/, '').toLowerCase(), [...chain, domain]);
+        await walkRecord(w, targetName(w, domain, term, arg.slice(1)), [...chain, domain]);
         break;
       }
       case 'a':
       case 'mx': {
         const s = /^(?::([^/]+))?(?:\/(\d{1,2}))?(?:\/\/(\d{1,3}))?$/.exec(arg);
         if (!s || Number(s[2] ?? 32) > 32 || Number(s[3] ?? 128) > 128) throw new SpfError(w.top, `${domain}: ${JSON.stringify(term)} is not a valid ${name} mechanism; receivers reject this record`, false);
-        const target = (s[1] ?? domain).replace(/\.$/, '').toLowerCase();
+        const target = s[1] === undefined ? domain : targetName(w, domain, term, s[1]);
         const p4 = s[2] ?? '32';
         const p6 = s[3] ?? '128';
         let hosts = [target];
@@ -246,8 +246,15 @@ async function walkRecord(w: Walk, domain: string, chain: string[]): Promise<voi
       return;
     }
     // a redirect target without a record is a permerror (RFC 7208 6.1): walkRecord throws
-    await walkRecord(w, redirect.replace(/\.$/, '').toLowerCase(), [...chain, domain]);
+    await walkRecord(w, targetName(w, domain, `redirect=${redirect}`, redirect), [...chain, domain]);
   }
+}
+
+/** A domain a term names; one DNS cannot look up is the record's fault, not a DNS failure. */
+function targetName(w: Walk, domain: string, term: string, raw: string): string {
+  const name = raw.replace(/\.$/, '').toLowerCase();
+  if (!isDomainName(name)) throw new SpfError(w.top, `${domain}: ${term}: ${JSON.stringify(raw)} is not a domain name; receivers reject this record`, false);
+  return name;
 }
 
 /** An address lookup for a or mx: no such name or no records is "no addresses", not a failure. */

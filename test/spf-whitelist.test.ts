@@ -62,6 +62,8 @@ const RECORDS = [
   '--txt-record=nospf.test,hello',
   '--txt-record=missing-include.test,v=spf1 include:nowhere.test -all',
   '--txt-record=plusall.test,v=spf1 ip4:192.0.2.0/24 +all',
+  '--txt-record=badname.test,v=spf1 include:bad/name.test -all',
+  '--txt-record=unknown.test,v=spf1 ip4:192.0.2.0/24 frob:x.test -all',
   '--txt-record=twospf.test,v=spf1 -all',
   '--txt-record=twospf.test,v=spf1 ip4:192.0.2.0/24 -all',
 ];
@@ -261,6 +263,8 @@ test('a loop, too many lookups, no record, +all, two records: exit 100, file unt
     ['missing-include.test', /missing-include\.test -> nowhere\.test: TXT lookup failed: no such domain/],
     ['plusall.test', /"\+all" passes every address/],
     ['twospf.test', /2 SPF records/],
+    ['badname.test', /include:bad\/name\.test: "bad\/name\.test" is not a domain name/],
+    ['unknown.test', /unknown mechanism "frob:x\.test"/],
   ];
   for (const [domain, why] of cases) {
     const r = await spf(['-o', out, domain]);
