@@ -220,7 +220,7 @@ async function walkRecord(w: Walk, domain: string, chain: string[]): Promise<voi
         let hosts = [target];
         if (name === 'mx') {
           const mx = await lookup(w, chain, domain, term, () => w.dns.mx(target));
-          hosts = mx.sort((x, y) => x.priority - y.priority).map((r) => r.exchange.replace(/\.$/, '').toLowerCase()).filter((h) => h !== '');
+          hosts = [...mx].sort((x, y) => x.priority - y.priority).map((r) => r.exchange.replace(/\.$/, '').toLowerCase()).filter((h) => h !== '');
           if (hosts.length > MAX_MX) throw new SpfError(w.top, `${domain}: ${term}: ${target} has ${hosts.length} MX records, over the limit of ${MAX_MX} (RFC 7208 4.6.4); receivers reject this record`, false);
         }
         let found = 0;

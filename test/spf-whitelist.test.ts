@@ -64,6 +64,7 @@ const RECORDS = [
   '--txt-record=plusall.test,v=spf1 ip4:192.0.2.0/24 +all',
   '--txt-record=badname.test,v=spf1 include:bad/name.test -all',
   '--txt-record=unknown.test,v=spf1 ip4:192.0.2.0/24 frob:x.test -all',
+  '--txt-record=wide.test,v=spf1 ip4:10.0.0.0/7 ip6:2000::/15 ip4:192.0.2.0/24 -all',
   '--txt-record=twospf.test,v=spf1 -all',
   '--txt-record=twospf.test,v=spf1 ip4:192.0.2.0/24 -all',
 ];
@@ -295,6 +296,14 @@ test('--max-lookups raises the limit; --skip-bad writes the good domains and nam
   const n = await spf(['--skip-bad', '-o', out, 'nospf.test']);
   assert.equal(n.code, 100, n.stderr);
   assert.equal(readFileSync(out, 'utf8'), text);
+});
+
+test('ranges wider than /8 or /16 are left out with a note', { timeout: 60_000 }, async () => {
+  const r = await spf(['wide.test']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(ranges(r.stdout), ['192.0.2.0/24']);
+  assert.match(r.stderr, /ip4:10\.0\.0\.0\/7: skipped 10\.0\.0\.0\/7: wider than \/8/);
+  assert.match(r.stderr, /ip6:2000::\/15: skipped 2000::\/15: wider than \/16/);
 });
 
 test('usage errors name the flag or value and exit 100', { timeout: 60_000 }, async () => {
