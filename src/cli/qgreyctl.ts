@@ -19,6 +19,7 @@ import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
 import { formatHtml } from '../report-html.js';
 import { Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, parseListen, UsageError } from './args.js';
+import { cmdSpfWhitelist, SPF_WHITELIST_HELP } from './spf-whitelist.js';
 
 const EXIT_OK = 0;
 const EXIT_NO = 1;
@@ -37,6 +38,8 @@ commands:
   allow IP                                         mark IP known good from now
   forget IP [SENDER RCPT]                          delete IP's records, or one triplet
   report [--retry S] [--top N] [--json] [--html FILE] [LOGFILE...]  summarise the decision log
+  spf-whitelist [-o FILE] [--resolver IP:PORT] DOMAIN... | -f LISTFILE
+                                                   a whitelist from big senders' SPF records
 
   --state DIR   the daemon's state directory (default ${DEFAULT_STATE}); before or after COMMAND.
                 When qgreyd runs, qgreyctl works through DIR/admin.sock; else it opens DIR itself.
@@ -115,6 +118,7 @@ with charts (decisions per hour and per day, retry delays, top deferred networks
 senders); --html - prints the page instead of the text.
 exit: 0 done, 100 usage, unreadable log or unwritable FILE, 111 FILE could not be written
 for lack of space.`,
+  'spf-whitelist': SPF_WHITELIST_HELP,
 };
 
 /** Thrown for bad usage; `exit` 100. */
@@ -689,6 +693,7 @@ const COMMANDS: Record<string, (argv: string[], globalState: string | undefined)
   allow: cmdAllow,
   forget: cmdForget,
   report: cmdReport,
+  'spf-whitelist': cmdSpfWhitelist,
 };
 
 async function main(argv: string[]): Promise<number> {
