@@ -67,7 +67,7 @@ export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEn
       void exited.then(() => setTimeout(() => rej(new Error(`daemon exited before ${re}; stdout: ${lines.join('\n')} stderr: ${err}`)), 50));
     });
   const start = await waitForLine(/^start /);
-  const m = /listen=\[?([^\]\s]*?)\]?:(\d+) /.exec(start);
+  const m = /listen=\[?([^\]\s,]*?)\]?:(\d+)[ ,]/.exec(start);
   if (!m) throw new Error(`cannot read the port from: ${start}`);
   return {
     proc,
