@@ -63,8 +63,8 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
       --sync                  fsync every write (survive power loss, not only a crash)
       --allow CIDR            client networks that may query (repeatable; IPv4 or IPv6
                               ranges or addresses, several per value separated by blanks
-                              or commas). Default: loopback only when listening on
-                              loopback, everyone (with a warning) otherwise
+                              or commas). Default: loopback only when every listen
+                              address is loopback, everyone (with a warning) otherwise
       --cache-size N          records kept in the memory cache (${DEFAULT_CACHE_SIZE})
       --repair                rebuild a corrupt store with LevelDB's repair, then exit
       --help, --version

@@ -198,7 +198,7 @@ function create(p: Plan): void {
       SWEEP_MINUTES: '10',
       DEBUG: '',
       SYNC: '',
-      // empty: qgreyd's default (loopback only when it listens on loopback)
+      // empty: qgreyd's default (loopback only when every listen address is loopback)
       ALLOW: '',
       CACHE_SIZE: '',
     };
