@@ -104,7 +104,10 @@ export class Server {
   async listen(): Promise<{ address: string; port: number; bound: string[]; failed: ListenError[] }> {
     const r = await this.sync(true);
     const first = this.listeners.values().next();
-    if (first.done) throw new ListenError('-', 'EADDRNOTAVAIL', 'no address to listen on: no interface has an address of that family');
+    if (first.done) {
+      const given = (this.opts.listen ?? []).map((l) => formatAddress(l.host, l.port)).join(',');
+      throw new ListenError(given, 'EADDRNOTAVAIL', 'no interface that is up has an address of that family');
+    }
     return { address: first.value.target.address, port: first.value.port, bound: this.bound(), failed: r.failed };
   }
 
@@ -182,7 +185,11 @@ export class Server {
         const listener: Listener = { target: t, socket, port: socket.address().port, open: true };
         if (t.port === 0 && this.zeroPort === 0) this.zeroPort = listener.port;
         socket.on('error', (err) => this.opts.log.line(`error socket listen=${formatAddress(t.address, listener.port)} ${quoted(err.message)}`));
-        socket.on('message', (msg, rinfo) => this.onMessage(msg, Object.assign(rinfo, { via: listener })));
+        socket.on('message', (msg, rinfo) => {
+          // rinfo is a fresh object per datagram: tagging it costs no allocation
+          (rinfo as Peer).via = listener;
+          this.onMessage(msg, rinfo as Peer);
+        });
         resolve(listener);
       });
     });

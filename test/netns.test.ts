@@ -30,6 +30,7 @@ const S3 = '10.201.0.3'; // added while qgreyd runs
 const S6A = 'fd77:201::1';
 const S6B = 'fd77:201::2';
 const SLL = 'fe80::201:1'; // link-local: bound with its interface as scope
+const S6T = 'fd77:201::3'; // tentative (in duplicate address detection) at start-up
 const C4 = '10.201.0.10';
 const C6 = 'fd77:201::10';
 const CLL = 'fe80::201:10';
@@ -194,5 +195,24 @@ test('SIGHUP binds an address added since start-up and lets go of one removed', 
     assert.match(removed, new RegExp(`removed=${S2.replace(/\./g, '\\.')}:${PORT} `));
     assert.equal(await ask(net.client, S1), answered(S1));
     assert.equal(await ask(net.client, S3), answered(S3));
+  });
+});
+
+test('an IPv6 address still in duplicate address detection is skipped with a warning, and bound at SIGHUP once usable', { skip, timeout: 60_000 }, async (t) => {
+  await withNet(t, async (net, start) => {
+    // DAD that lasts a minute: the address is certainly tentative while qgreyd starts
+    sh(['ip', 'netns', 'exec', net.server, 'sysctl', '-q', '-w', `net.ipv6.conf.${net.sIf}.dad_transmits=60`]);
+    net.serverIp('-6', 'addr', 'add', `${S6T}/64`, 'dev', net.sIf);
+    const d = await start(`[::]:${PORT}`);
+    const warning = await d.waitForLine(/^warning listen=\[fd77:201::3\]/);
+    assert.match(warning, new RegExp(`^warning listen=\\[${S6T}\\]:${PORT} not bound, tried again at SIGHUP: `));
+    assert.ok(!d.lines[0].includes(S6T), d.lines[0]);
+    assert.equal(await ask(net.client, S6A), answered(S6A), 'the other addresses are served');
+    // made usable at once (nodad), as DAD completing would
+    net.serverIp('-6', 'addr', 'del', `${S6T}/64`, 'dev', net.sIf);
+    net.serverIp('-6', 'addr', 'add', `${S6T}/64`, 'dev', net.sIf, 'nodad');
+    d.proc.kill('SIGHUP');
+    await d.waitForLine(new RegExp(`^listen added=\\[${S6T}\\]:${PORT} `));
+    assert.equal(await ask(net.client, S6T), answered(S6T));
   });
 });
