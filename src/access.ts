@@ -28,10 +28,12 @@ export class AllowList {
     return new AllowList(['everyone'], false);
   }
 
-  /** The default for a listen address when no --allow is given: loopback only when bound
-   *  to loopback, everyone (with a start-up warning) otherwise. */
-  static defaultFor(host: string): AllowList {
-    return isLoopback(host) ? AllowList.parse(['127.0.0.0/8', '::1']) : AllowList.everyone();
+  /** The default when no --allow is given: loopback only when every listen address is
+   *  loopback, everyone (with a start-up warning) otherwise: a LAN address is there for other
+   *  mail servers, which a loopback-only default would silently refuse. */
+  static defaultFor(hosts: string | readonly string[]): AllowList {
+    const all = typeof hosts === 'string' ? [hosts] : hosts;
+    return all.every(isLoopback) ? AllowList.parse(['127.0.0.0/8', '::1']) : AllowList.everyone();
   }
 
   /** `ip` as reported by the socket (IPv4 dotted quad or IPv6 text). */

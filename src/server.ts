@@ -2,9 +2,11 @@
 // and the decision log.
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { AllowList, RateLimitedCounter } from './access.js';
 import type { Greylist, Result } from './greylist.js';
 import { escapeField, LineWriter, quoted } from './log.js';
+import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
 import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';
 
 /** Recipients shown in one log line; the rest are counted. */
@@ -16,16 +18,57 @@ export const MAX_IN_FLIGHT = 20_000;
 export const MAX_IN_FLIGHT_BYTES = 32 * 1024 * 1024;
 
 export interface ServerOptions {
-  host: string;
-  port: number;
+  /** wildcards stand for every address on the host's interfaces (see listen.ts) */
+  listen?: readonly ListenSpec[];
+  /** one address: the same as listen: [{ host, port }] */
+  host?: string;
+  port?: number;
   debug: boolean;
   log: LineWriter;
   /** who may ask; default: everyone */
   allow?: AllowList;
+  /** the host's interfaces, read again at each rescan(); default os.networkInterfaces */
+  interfaces?: () => Interfaces;
+}
+
+/** One bound socket. A reply is sent through the socket its request came in on, so that it
+ *  leaves from the address the client sent to. */
+interface Listener {
+  target: BindTarget;
+  socket: dgram.Socket;
+  /** the bound port (the socket cannot be asked once closed) */
+  port: number;
+  /** false once closed (its address left the host): replies still due are dropped */
+  open: boolean;
+}
+
+/** The sender of a datagram, and the socket that received it. */
+type Peer = dgram.RemoteInfo & { via: Listener };
+
+/** A socket that could not be bound, with the error's code (EADDRINUSE, EACCES, ...). */
+export class ListenError extends Error {
+  constructor(
+    readonly address: string,
+    readonly code: string | undefined,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RescanResult {
+  added: string[];
+  removed: string[];
+  failed: ListenError[];
 }
 
 export class Server {
-  private socket: dgram.Socket | null = null;
+  /** by bind address and port */
+  private listeners = new Map<string, Listener>();
+  /** the port a spec with port 0 got at its first bind; every later bind of it uses the same */
+  private zeroPort = 0;
+  private closed = false;
+  private syncing: Promise<void> = Promise.resolve();
   private inFlight = 0;
   private inFlightBytes = 0;
   private drained: Array<() => void> = [];
@@ -36,7 +79,7 @@ export class Server {
   private greylist: Greylist | null = null;
   /** datagrams that arrived between binding and attach(): start-up opens the store only
    *  after binding and dropping privileges */
-  private early: Array<[Buffer, dgram.RemoteInfo]> = [];
+  private early: Array<[Buffer, Peer]> = [];
   private earlyBytes = 0;
 
   constructor(private readonly opts: ServerOptions) {
@@ -54,25 +97,105 @@ export class Server {
     for (const [msg, rinfo] of early) this.onMessage(msg, rinfo);
   }
 
-  /** Binds the socket; rejects with the socket error (EADDRINUSE, EACCES, ...). */
-  listen(): Promise<{ address: string; port: number }> {
-    const type = isIP(this.opts.host) === 6 ? 'udp6' : 'udp4';
-    const socket = dgram.createSocket({ type, ipv6Only: type === 'udp6' });
-    this.socket = socket;
+  /** Binds every address the listen specs stand for; rejects with a ListenError for the
+   *  first that fails, except an address found behind a wildcard that is not (or not yet)
+   *  usable (EADDRNOTAVAIL: say an IPv6 address still in duplicate address detection), which
+   *  is only reported in `failed` and tried again at the next rescan(). */
+  async listen(): Promise<{ address: string; port: number; bound: string[]; failed: ListenError[] }> {
+    const r = await this.sync(true);
+    const first = this.listeners.values().next();
+    if (first.done) {
+      const given = (this.opts.listen ?? []).map((l) => formatAddress(l.host, l.port)).join(',');
+      throw new ListenError(given, 'EADDRNOTAVAIL', 'no interface that is up has an address of that family');
+    }
+    return { address: first.value.target.address, port: first.value.port, bound: this.bound(), failed: r.failed };
+  }
+
+  /** Every bound address, as address:port. */
+  bound(): string[] {
+    return [...this.listeners.values()].map((l) => formatAddress(l.target.address, l.port));
+  }
+
+  /** Reads the interfaces again (SIGHUP): binds addresses that appeared behind a wildcard and
+   *  closes the sockets of those that went away. Never rejects. */
+  rescan(): Promise<RescanResult> {
+    // one at a time: two quick SIGHUPs must not bind the same address twice
+    const next = this.syncing.then(() => this.sync(false));
+    this.syncing = next.then(() => undefined);
+    return next;
+  }
+
+  private async sync(startup: boolean): Promise<RescanResult> {
+    const interfaces = (this.opts.interfaces ?? networkInterfaces)();
+    const specs = this.opts.listen ?? [{ host: this.opts.host ?? '127.0.0.1', port: this.opts.port ?? 0 }];
+    const targets = bindTargets(specs, interfaces);
+    const want = new Map<string, BindTarget>();
+    for (const t of targets) want.set(this.key(t), t);
+    const result: RescanResult = { added: [], removed: [], failed: [] };
+    for (const [key, l] of this.listeners) {
+      if (want.has(key)) continue;
+      this.listeners.delete(key);
+      l.open = false;
+      result.removed.push(formatAddress(l.target.address, l.port));
+      l.socket.close();
+    }
+    for (const [key, t] of want) {
+      if (this.listeners.has(key) || this.closed) continue;
+      try {
+        const l = await this.bindOne(t);
+        this.listeners.set(key, l);
+        result.added.push(formatAddress(t.address, l.port));
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        const where = formatAddress(t.address, t.port === 0 ? this.zeroPort : t.port);
+        const le = new ListenError(where, err.code, err.message);
+        if (startup && !(t.fromWildcard && err.code === 'EADDRNOTAVAIL')) {
+          for (const l of this.listeners.values()) l.socket.close();
+          this.listeners.clear();
+          throw le;
+        }
+        result.failed.push(le);
+      }
+    }
+    return result;
+  }
+
+  private key(t: BindTarget): string {
+    return `${t.address} ${t.port}`;
+  }
+
+  private bindOne(t: BindTarget): Promise<Listener> {
+    // no reuseAddr: with SO_REUSEADDR, another local user could bind the same address and
+    // port and take the datagrams; without it that bind fails, and so does a wildcard bind
+    // of the port by anyone else
+    const socket = dgram.createSocket({ type: t.family === 6 ? 'udp6' : 'udp4', ipv6Only: t.family === 6 });
+    const port = t.port === 0 ? this.zeroPort : t.port;
     return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
+      const onError = (err: Error) => {
+        try {
+          socket.close();
+        } catch {
+          // already closed by the failed bind
+        }
+        reject(err);
+      };
       socket.once('error', onError);
-      socket.bind(this.opts.port, this.opts.host, () => {
+      socket.bind(port, t.address, () => {
         socket.off('error', onError);
-        socket.on('error', (err) => this.opts.log.line(`error socket ${quoted(err.message)}`));
-        socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-        const a = socket.address();
-        resolve({ address: a.address, port: a.port });
+        const listener: Listener = { target: t, socket, port: socket.address().port, open: true };
+        if (t.port === 0 && this.zeroPort === 0) this.zeroPort = listener.port;
+        socket.on('error', (err) => this.opts.log.line(`error socket listen=${formatAddress(t.address, listener.port)} ${quoted(err.message)}`));
+        socket.on('message', (msg, rinfo) => {
+          // rinfo is a fresh object per datagram: tagging it costs no allocation
+          (rinfo as Peer).via = listener;
+          this.onMessage(msg, rinfo as Peer);
+        });
+        resolve(listener);
       });
     });
   }
 
-  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  private onMessage(msg: Buffer, rinfo: Peer): void {
     if (!this.allow.allows(rinfo.address)) {
       this.refused.note(clientText(rinfo));
       return;
@@ -112,13 +235,13 @@ export class Server {
     });
   }
 
-  private answer(client: string, rinfo: dgram.RemoteInfo, msg: Buffer, req: Request, result: Result): void {
+  private answer(client: string, rinfo: Peer, msg: Buffer, req: Request, result: Result): void {
     if (result.kind === 'malformed') {
       this.malformed(client, msg, result.error, req.ip);
       return;
     }
     const verdict = result.kind === 'decision' ? result.decision.verdict : Verdict.Passed;
-    this.socket?.send(encodeReply(verdict), rinfo.port, rinfo.address);
+    if (rinfo.via.open) rinfo.via.socket.send(encodeReply(verdict), rinfo.port, rinfo.address);
     this.counters.replied++;
     let line = `client=${client} ip=${req.ip}`;
     if (!('error' in req.tail)) {
@@ -153,14 +276,20 @@ export class Server {
 
   /** Stop taking datagrams, and resolve once those already taken are answered. */
   async close(): Promise<void> {
-    const socket = this.socket;
-    if (!socket) return;
-    socket.removeAllListeners('message');
+    if (this.closed) return;
+    this.closed = true;
+    const listeners = [...this.listeners.values()];
+    for (const l of listeners) l.socket.removeAllListeners('message');
     this.refused.flush();
     this.overload.flush();
     if (this.inFlight > 0) await new Promise<void>((r) => this.drained.push(r));
-    this.socket = null;
-    await new Promise<void>((r) => socket.close(() => r()));
+    this.listeners.clear();
+    await Promise.all(
+      listeners.map((l) => {
+        l.open = false;
+        return new Promise<void>((r) => l.socket.close(() => r()));
+      }),
+    );
   }
 }
 

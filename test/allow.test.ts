@@ -31,6 +31,10 @@ test('the default: loopback only on a loopback address, everyone elsewhere', () 
   assert.ok(!lo.allows('192.0.2.1') && !lo.allows('2001:db8::1'));
   const any = AllowList.defaultFor('0.0.0.0');
   assert.ok(!any.restricted && any.allows('192.0.2.1') && any.allows('2001:db8::1'));
+  // several listen addresses: loopback-only only when every one is loopback
+  assert.ok(AllowList.defaultFor(['127.0.0.1', '::1']).restricted);
+  assert.ok(!AllowList.defaultFor(['127.0.0.1', '192.0.2.25']).restricted, 'a LAN address is there for other mail servers');
+  assert.ok(!AllowList.defaultFor(['::1', '::']).restricted);
 });
 
 test('--allow is repeatable, takes blank- or comma-separated lists, and rejects junk with exit 100', async () => {

@@ -33,8 +33,10 @@ export interface Daemon {
 }
 
 /** Starts qgreyd with args (listen address and state dir included) and waits for its start line. */
-export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Daemon> {
-  const proc = spawn(process.execPath, [QGREYD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): Promise<Daemon> {
+  // prefix: a command that execs node in turn, e.g. ['ip', 'netns', 'exec', name]
+  const argv = [...(opts.prefix ?? []), process.execPath, QGREYD, ...args];
+  const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
   const lines: string[] = [];
   let err = '';
   let partial = '';
@@ -67,7 +69,7 @@ export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEn
       void exited.then(() => setTimeout(() => rej(new Error(`daemon exited before ${re}; stdout: ${lines.join('\n')} stderr: ${err}`)), 50));
     });
   const start = await waitForLine(/^start /);
-  const m = /listen=\[?([^\]\s]*?)\]?:(\d+) /.exec(start);
+  const m = /listen=\[?([^\]\s,]*?)\]?:(\d+)[ ,]/.exec(start);
   if (!m) throw new Error(`cannot read the port from: ${start}`);
   return {
     proc,

@@ -111,6 +111,7 @@ test('it writes run, log/run, env/, whitelist, data/ and log/main with owners an
     assert.match(r.stdout, new RegExp(`^ +ln -s ${svc} /service$`, 'm'));
     assert.match(r.stdout, /^ +svstat \/service\/qgreyd \/service\/qgreyd\/log$/m);
     assert.match(r.stdout, /^ +:allow,GREYIP="127\.0\.0\.2:2525"$/m);
+    assert.match(r.stdout, /^ +:allow,GREYIP="127\.0\.0\.2@2525"$/m);
     assert.match(r.stdout, /^ +tcprules \/etc\/tcp\.smtp\.cdb \/etc\/tcp\.smtp\.tmp < \/etc\/tcp\.smtp$/m);
 
     const env = (n: string) => readFileSync(join(svc, 'env', n), 'utf8');
@@ -178,4 +179,88 @@ test('the sample whitelist: loopback active, private ranges only as comments', (
   for (const range of ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7']) {
     assert.ok(all.entries.some((e) => e.text === range), `${range} is offered, commented out`);
   }
+});
+
+function which(name: string): boolean {
+  return spawnSync('/bin/sh', ['-c', `command -v ${name}`]).status === 0;
+}
+const REQUIRED = process.env.QGREYD_REQUIRE_DAEMONTOOLS === '1';
+const noTcprules = which('tcprules') && which('tcprulescheck') ? false : 'needs tcprules (apt-get install ucspi-tcp)';
+
+/** The GREYIP lines printed for the netqmail patch and for IndiMail, in that order (null when
+ *  that family cannot reach the daemon), each compiled by tcprules into a rules database and
+ *  read back with tcprulescheck, as qmail-smtpd's tcpserver would see it. */
+function printedGreyip(dir: string, stdout: string): { netqmail: string | null; indimail: string | null } {
+  const section = (title: RegExp) => {
+    const at = stdout.search(title);
+    assert.ok(at >= 0, `${title} in ${stdout}`);
+    const next = stdout.slice(at).split('\n')[1];
+    const m = /^ +(:allow,GREYIP="[^"]*")$/.exec(next);
+    if (m === null) return null;
+    const rules = join(dir, `rules-${Math.random().toString(36).slice(2)}`);
+    writeFileSync(rules, `127.:allow,RELAYCLIENT=""\n${m[1]}\n`);
+    const built = spawnSync('tcprules', [`${rules}.cdb`, `${rules}.tmp`], { input: readFileSync(rules), encoding: 'utf8' });
+    assert.equal(built.status, 0, built.stderr);
+    const check = spawnSync('tcprulescheck', [`${rules}.cdb`], { encoding: 'utf8', env: { ...process.env, TCPREMOTEIP: '192.0.2.1' } });
+    const v = /set environment variable GREYIP=(\S+)/.exec(check.stdout);
+    assert.ok(v, check.stdout);
+    return v[1];
+  };
+  return { netqmail: section(/with the netqmail greylisting patch/), indimail: section(/with IndiMail's qmail-smtpd/) };
+}
+
+test('the GREYIP lines for both client families, for every kind of listen address, compile with tcprules', { skip: noTcprules && !REQUIRED ? noTcprules : false }, () => {
+  assert.equal(noTcprules, false, noTcprules || '');
+  withDir((dir) => {
+    const cases: Array<[listen: string, netqmail: string | null, indimail: string | null, ip: string, port: string, remote: RegExp | null]> = [
+      ['', '127.0.0.1:1999', '127.0.0.1@1999', '127.0.0.1', '1999', null],
+      ['0.0.0.0:2000', '127.0.0.1:2000', '127.0.0.1@2000', '0.0.0.0', '2000', /any address of this host/],
+      // dual-stack: the IPv4 loopback serves both, IndiMail turns ::1 into 127.0.0.1 anyway
+      ['[::]:2001', '127.0.0.1:2001', '127.0.0.1@2001', '::', '2001', /any address of this host/],
+      ['127.0.0.1,192.0.2.25:2002', '127.0.0.1:2002', '127.0.0.1@2002', '127.0.0.1 192.0.2.25', '2002',
+        /Other mail servers reach it at 192\.0\.2\.25: GREYIP="192\.0\.2\.25:2002" \(netqmail patch\), GREYIP="192\.0\.2\.25@2002" \(IndiMail\)/],
+      // the netqmail patch has no IPv6; IndiMail takes a global IPv6 address
+      ['2001:db8::5,::1', null, '2001:db8::5@1999', '2001:db8::5 ::1', '1999', null],
+      // IndiMail would send to 127.0.0.1 instead of ::1: nothing works
+      ['[::1]:2003', null, null, '::1', '2003', null],
+    ];
+    for (const [i, [listen, netqmail, indimail, ip, port, remote]] of cases.entries()) {
+      const svc = join(dir, `s${i}`);
+      const r = conf(OTHER, OTHER, svc, listen);
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(printedGreyip(dir, r.stdout), { netqmail, indimail }, `${listen}: ${r.stdout}`);
+      if (netqmail === null) assert.match(r.stdout, /\(none: the patch speaks IPv4 only/);
+      if (indimail === null) assert.match(r.stdout, /\(none: IndiMail turns ::1 into 127\.0\.0\.1/);
+      if (remote) assert.match(r.stdout, remote);
+      else assert.doesNotMatch(r.stdout, /Other mail servers/);
+      assert.equal(readFileSync(join(svc, 'env', 'IP'), 'utf8'), `${ip}\n`);
+      assert.equal(readFileSync(join(svc, 'env', 'PORT'), 'utf8'), `${port}\n`);
+    }
+    const two = conf(OTHER, OTHER, join(dir, 'two'), '127.0.0.1:1,192.0.2.25:2');
+    assert.equal(two.status, 100);
+    assert.match(two.stderr, /gives different ports; the service has one \(env\/PORT\)/);
+  });
+});
+
+test('the run script gives qgreyd every address in env/IP, each with env/PORT', { skip: which('envdir') || REQUIRED ? false : 'needs envdir (apt-get install daemontools)' }, () => {
+  withDir((dir) => {
+    const svc = join(dir, 'svc');
+    assert.equal(conf(OTHER, OTHER, svc).status, 0);
+    // the script as written, with node replaced by something that shows its arguments
+    const run = readFileSync(join(svc, 'run'), 'utf8').replace(/^node=.*$/m, 'node=/bin/echo');
+    writeFileSync(join(svc, 'run'), run);
+    writeFileSync(join(svc, 'env', 'USER'), '');
+    const argsFor = (ip: string, port: string) => {
+      writeFileSync(join(svc, 'env', 'IP'), ip);
+      writeFileSync(join(svc, 'env', 'PORT'), port);
+      const r = spawnSync('/bin/sh', ['./run'], { cwd: svc, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr + r.stdout);
+      return r.stdout.trim().split(' ').slice(1, -1).filter((a) => !a.startsWith('-') && !/^\.\/whitelist$|^\d+$/.test(a));
+    };
+    assert.deepEqual(argsFor('127.0.0.1\n', '1999\n'), ['127.0.0.1:1999']);
+    assert.deepEqual(argsFor('127.0.0.1 192.0.2.25\n', '2525\n'), ['127.0.0.1:2525,192.0.2.25:2525']);
+    assert.deepEqual(argsFor('127.0.0.1,::1 2001:db8::5\n', '1999\n'), ['127.0.0.1:1999,[::1]:1999,[2001:db8::5]:1999']);
+    assert.deepEqual(argsFor('::\n', ''), ['[::]:']);
+    assert.deepEqual(argsFor('', ''), [':']);
+  });
 });

@@ -1,6 +1,7 @@
 // The qgreyd command line: greydaemon's flags and positional arguments, plus long names.
 import { isIP } from 'node:net';
 import minimist from 'minimist';
+import type { ListenSpec } from '../listen.js';
 import { parseRange } from '../whitelist.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
@@ -24,6 +25,9 @@ export interface Options {
   allow: string[];
   /** --cache-size: records the store's LRU cache holds */
   cacheSize: number;
+  /** every listen address, in the order given */
+  listen: ListenSpec[];
+  /** the first listen address */
   host: string;
   port: number;
   stateDir: string;
@@ -44,7 +48,9 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
        qgreyd --repair [statedir]
 
   ipaddr[:port]  address to listen on (default ${DEFAULT_HOST}:${DEFAULT_PORT});
-                 IPv6 as ::1 or [::1]:1999; port 0 picks a free port
+                 IPv6 as ::1 or [::1]:1999; port 0 picks a free port. Several
+                 separated by commas: 127.0.0.1,192.0.2.25. 0.0.0.0 means every IPv4
+                 address of this host, :: every IPv4 and IPv6 address (re-read on SIGHUP)
   statedir       LevelDB state directory, created if missing (default ${DEFAULT_STATE})
 
   -t, --timeout DAYS          a known-good IP stays known this long after its last use (7)
@@ -57,8 +63,8 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
       --sync                  fsync every write (survive power loss, not only a crash)
       --allow CIDR            client networks that may query (repeatable; IPv4 or IPv6
                               ranges or addresses, several per value separated by blanks
-                              or commas). Default: loopback only when listening on
-                              loopback, everyone (with a warning) otherwise
+                              or commas). Default: loopback only when every listen
+                              address is loopback, everyone (with a warning) otherwise
       --cache-size N          records kept in the memory cache (${DEFAULT_CACHE_SIZE})
       --repair                rebuild a corrupt store with LevelDB's repair, then exit
       --help, --version
@@ -128,7 +134,8 @@ export function parseArgs(argv: string[]): Parsed {
 
   const pos = a._.map(String);
   if (pos.length > 2) throw new UsageError(`too many arguments (${pos.slice(2).join(' ')}); expected [ipaddr[:port] [statedir]]`);
-  const { host, port } = parseListen(pos[0] ?? '');
+  const listen = parseListenList(pos[0] ?? '');
+  const { host, port } = listen[0];
   const stateDir = pos[1] ?? DEFAULT_STATE;
   if (stateDir === '') throw new UsageError('statedir: an empty path; give a directory');
 
@@ -145,6 +152,7 @@ export function parseArgs(argv: string[]): Parsed {
       sync: Boolean(a.sync),
       allow,
       cacheSize,
+      listen,
       host,
       port,
       stateDir,
@@ -173,6 +181,13 @@ function last(v: unknown): string | undefined {
   if (Array.isArray(v)) return last(v[v.length - 1]);
   if (v === undefined || v === null) return undefined;
   return String(v);
+}
+
+/** ipaddr[:port][,ipaddr[:port]]...: several listen addresses separated by commas (or blanks,
+ *  as an env file may hold them); none at all is the default address. */
+export function parseListenList(text: string): ListenSpec[] {
+  const items = text.split(/[\s,]+/).filter((x) => x !== '');
+  return items.length === 0 ? [parseListen('')] : items.map(parseListen);
 }
 
 /** ipaddr[:port]: "", ":", "127.0.0.1", "127.0.0.1:2000", ":2000", "::1", "[::1]", "[::1]:2000". */

@@ -7,7 +7,10 @@ import { chmodSync, chownSync, copyFileSync, lstatSync, mkdirSync, readFileSync,
 import { userInfo } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseListen, UsageError } from './args.js';
+import { isIP } from 'node:net';
+import { isLoopback } from '../access.js';
+import { isWildcard } from '../listen.js';
+import { parseListenList, UsageError } from './args.js';
 import { lookupUser, type Account } from './privileges.js';
 
 export const EXIT_PERMANENT = 100;
@@ -17,8 +20,9 @@ const USAGE = `usage: qgreyd-conf daemon-user log-user service-dir [ipaddr[:port
 
 Creates service-dir (it must not exist) for daemontools: run, log/run, env/ (the settings,
 one file each), whitelist, data/ (the state, owned by daemon-user, mode 0700) and log/main
-(owned by log-user). ipaddr:port defaults to 127.0.0.1:1999. Run it as root; without root,
-both users must be you (for your own svscan).`;
+(owned by log-user). ipaddr:port defaults to 127.0.0.1:1999; several addresses, separated
+by commas, share one port (127.0.0.1,192.0.2.25:1999). Run it as root; without root, both
+users must be you (for your own svscan).`;
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const RUN_TEMPLATE = join(PACKAGE_ROOT, 'supervise', 'qgreyd', 'run');
@@ -90,7 +94,8 @@ interface Plan {
   log: Account;
   /** false: not root, so nothing changes owner and the scripts do not change user */
   root: boolean;
-  host: string;
+  /** listen addresses, sharing one port (env/IP, env/PORT) */
+  hosts: string[];
   port: number;
 }
 
@@ -102,14 +107,21 @@ function plan(argv: string[]): Plan {
   if (argv.length < 3 || argv.length > 4) throw new ConfError(USAGE, EXIT_PERMANENT);
   const [daemonName, logName, dirArg, listenArg] = argv;
   if (dirArg === '') throw new ConfError('service-dir: an empty path; give e.g. /var/qmail/supervise/qgreyd', EXIT_PERMANENT);
-  let listen: { host: string; port: number };
+  let listen: Array<{ host: string; port: number }>;
   try {
-    listen = parseListen(listenArg ?? '');
+    listen = parseListenList(listenArg ?? '');
   } catch (e) {
     if (e instanceof UsageError) throw new ConfError(e.message, EXIT_PERMANENT);
     throw e;
   }
-  if (listen.port === 0) throw new ConfError('port: 0 picks a random port, which qmail-smtpd could not be told; give a fixed port (1999 is the default)', EXIT_PERMANENT);
+  // the service has one port (env/PORT): an address without one takes the one given
+  const items = (listenArg ?? '').split(/[\s,]+/).filter((x) => x !== '');
+  const explicit = new Set(listen.filter((_, i) => /^\[[^\]]*\]:|^[^:]*:[^:]*$/.test(items[i] ?? '')).map((l) => l.port));
+  if (explicit.size > 1) {
+    throw new ConfError(`ipaddr: ${JSON.stringify(listenArg)} gives different ports; the service has one (env/PORT): give it once (127.0.0.1,192.0.2.25:1999)`, EXIT_PERMANENT);
+  }
+  const port = explicit.size === 1 ? [...explicit][0] : listen[0].port;
+  if (port === 0) throw new ConfError('port: 0 picks a random port, which qmail-smtpd could not be told; give a fixed port (1999 is the default)', EXIT_PERMANENT);
 
   const daemon = findUser('daemon-user', daemonName);
   const log = findUser('log-user', logName);
@@ -145,7 +157,7 @@ function plan(argv: string[]): Plan {
   if (root && !canReach(daemon, parent)) {
     throw new ConfError(`${daemon.name} cannot reach ${parent} (a directory on the way is not searchable by it), so qgreyd could not open its state there; choose another place, or make the path searchable (chmod o+x)`, EXIT_PERMANENT);
   }
-  return { dir, daemon, log, root, host: listen.host, port: listen.port };
+  return { dir, daemon, log, root, hosts: [...new Set(listen.map((l) => l.host))], port };
 }
 
 function create(p: Plan): void {
@@ -174,7 +186,7 @@ function create(p: Plan): void {
     file(join(p.dir, 'run'), run, 0o755);
     dir(join(p.dir, 'env'), 0o755);
     const env: Record<string, string> = {
-      IP: p.host,
+      IP: p.hosts.join(' '),
       PORT: String(p.port),
       // without root, svscan runs as this user already and qgreyd -u would be refused
       USER: p.root ? p.daemon.name : '',
@@ -186,7 +198,7 @@ function create(p: Plan): void {
       SWEEP_MINUTES: '10',
       DEBUG: '',
       SYNC: '',
-      // empty: qgreyd's default (loopback only when it listens on loopback)
+      // empty: qgreyd's default (loopback only when every listen address is loopback)
       ALLOW: '',
       CACHE_SIZE: '',
     };
@@ -205,8 +217,50 @@ function create(p: Plan): void {
   }
 }
 
+/** The GREYIP values that reach a daemon on `hosts` for each client family, as
+ *  `[netqmail, indimail]` (null: that family cannot reach it), and the addresses other mail
+ *  servers would use. The netqmail patch reads an IPv4 address with ":port"; IndiMail reads
+ *  "ip@port", takes IPv6 but turns ::1 into 127.0.0.1 and has no way to give a link-local
+ *  address its interface. */
+export function greyip(hosts: readonly string[], port: number): { netqmail: string | null; indimail: string | null; remote: string[] } {
+  const local4 = hosts.some(isWildcard) ? '127.0.0.1' : (hosts.find((h) => isIP(h) === 4 && isLoopback(h)) ?? hosts.find((h) => isIP(h) === 4) ?? null);
+  const usable6 = hosts.find((h) => isIP(h) === 6 && !isLoopback(h) && !isWildcard(h) && !/^fe[89ab]/i.test(h)) ?? null;
+  const remote = hosts.filter((h) => !isLoopback(h) && !isWildcard(h) && !/^fe[89ab]/i.test(h) && h !== local4 && (local4 !== null || h !== usable6));
+  return {
+    netqmail: local4 === null ? null : `${local4}:${port}`,
+    indimail: local4 !== null ? `${local4}@${port}` : usable6 !== null ? `${usable6}@${port}` : null,
+    remote,
+  };
+}
+
+function greyipText(p: Plan): string {
+  const g = greyip(p.hosts, p.port);
+  const netqmail = g.netqmail !== null
+    ? `     :allow,GREYIP="${g.netqmail}"`
+    : '     (none: the patch speaks IPv4 only; add an IPv4 address such as 127.0.0.1 to env/IP)';
+  const indimail = g.indimail !== null
+    ? `     :allow,GREYIP="${g.indimail}"`
+    : '     (none: IndiMail turns ::1 into 127.0.0.1; add 127.0.0.1 to env/IP)';
+  let text = `   with the netqmail greylisting patch (GREYIP is ip:port):
+${netqmail}
+   with IndiMail's qmail-smtpd (GREYIP is ip@port; ip:port would silently use port 1999):
+${indimail}
+   (you have IndiMail's when this finds something:
+     strings $(command -v qmail-smtpd || echo /var/qmail/bin/qmail-smtpd) | grep 'greylist temporary failure - Timeout')
+`;
+  const wildcard = p.hosts.some(isWildcard);
+  for (const h of g.remote) {
+    text += isIP(h) === 6
+      ? `   Other mail servers reach it at ${h}: GREYIP="${h}@${p.port}" (IndiMail; the netqmail patch has no IPv6)\n`
+      : `   Other mail servers reach it at ${h}: GREYIP="${h}:${p.port}" (netqmail patch), GREYIP="${h}@${p.port}" (IndiMail)\n`;
+  }
+  if (wildcard) text += `   Other mail servers reach it at any address of this host (ip:${p.port} or ip@${p.port}).\n`;
+  if (g.remote.length > 0 || wildcard) text += `   List them, with 127.0.0.0/8 ::1 for this host, in env/ALLOW: without it qgreyd answers anyone.\n`;
+  return text;
+}
+
 function nextSteps(p: Plan): string {
-  const listen = p.host.includes(':') ? `[${p.host}]:${p.port}` : `${p.host}:${p.port}`;
+  const listen = p.hosts.map((h) => (h.includes(':') ? `[${h}]:${p.port}` : `${h}:${p.port}`)).join(', ');
   const d = shQuote(p.dir);
   const name = shQuote(basename(p.dir));
   const users = p.root ? `qgreyd runs as ${p.daemon.name}, multilog as ${p.log.name}` : `qgreyd and multilog run as the user running svscan`;
@@ -219,9 +273,9 @@ Next steps:
      ln -s ${d} /service
    and a few seconds later both should be up:
      svstat /service/${name} /service/${name}/log
-2. Greylist in qmail-smtpd: give GREYIP to the clients to greylist in /etc/tcp.smtp, e.g.
-     :allow,GREYIP="${listen}"
-   (keep your RELAYCLIENT lines above it: your own clients need no greylisting), then
+2. Greylist in qmail-smtpd: give GREYIP to the clients to greylist in /etc/tcp.smtp. Its
+   syntax depends on your qmail-smtpd (README: "How qmail-smtpd uses it"):
+${greyipText(p)}   Keep your RELAYCLIENT lines above it (your own clients need no greylisting), then
      tcprules /etc/tcp.smtp.cdb /etc/tcp.smtp.tmp < /etc/tcp.smtp
 `;
 }

@@ -10,7 +10,8 @@ import { ClockWatch } from '../clock.js';
 import { Greylist } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
 import { settingsFrom } from '../policy.js';
-import { Server } from '../server.js';
+import { isWildcard } from '../listen.js';
+import { ListenError, Server } from '../server.js';
 import { Store, StoreError } from '../store.js';
 import { Whitelist, WhitelistError } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
@@ -84,18 +85,18 @@ async function main(argv: string[]): Promise<void> {
   const settings = settingsFrom(options.timeoutDays, options.greyHours, options.minResendMinutes);
   // bind first (a port below 1024 needs root), then drop privileges, then open the store as
   // the user who will own its files
-  const allow = options.allow.length > 0 ? AllowList.parse(options.allow) : AllowList.defaultFor(options.host);
-  const server = new Server({ host: options.host, port: options.port, debug: options.debug, log, allow });
-  let bound: { address: string; port: number };
+  const allow = options.allow.length > 0 ? AllowList.parse(options.allow) : AllowList.defaultFor(options.listen.map((l) => l.host));
+  const server = new Server({ listen: options.listen, debug: options.debug, log, allow });
+  let bound: { bound: string[]; failed: ListenError[] };
   try {
     bound = await server.listen();
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    const where = `${options.host}:${options.port}`;
-    if (err.code === 'EADDRINUSE') fail(`cannot listen on ${where}: address in use (another qgreyd or greydaemon running?)`, EXIT_TEMPORARY);
-    if (err.code === 'EACCES') fail(`cannot listen on ${where}: permission denied (ports below 1024 need root; use -u to drop privileges after binding)`, EXIT_PERMANENT);
-    if (err.code === 'EADDRNOTAVAIL') fail(`cannot listen on ${where}: that address is not on this host`, EXIT_PERMANENT);
-    fail(`cannot listen on ${where}: ${err.message}`, EXIT_TEMPORARY);
+    if (!(e instanceof ListenError)) throw e;
+    const where = e.address;
+    if (e.code === 'EADDRINUSE') fail(`cannot listen on ${where}: address in use (another qgreyd or greydaemon running?)`, EXIT_TEMPORARY);
+    if (e.code === 'EACCES') fail(`cannot listen on ${where}: permission denied (ports below 1024 need root; use -u to drop privileges after binding)`, EXIT_PERMANENT);
+    if (e.code === 'EADDRNOTAVAIL') fail(`cannot listen on ${where}: that address is not on this host`, EXIT_PERMANENT);
+    fail(`cannot listen on ${where}: ${e.message}`, EXIT_TEMPORARY);
   }
 
   try {
@@ -152,18 +153,19 @@ async function main(argv: string[]): Promise<void> {
   const admin = new AdminServer(gl, store, log, ver);
   const adminError = await admin.listen().then(() => null, (e: Error) => e.message);
 
-  const listen = bound.address.includes(':') ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
+  const listen = bound.bound.join(',');
   log.line(
     `start version=${ver} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
       `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
       `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'} ` +
       `allow=${allow} cache-size=${options.cacheSize}`,
   );
+  for (const f of bound.failed) log.line(`warning listen=${f.address} not bound, tried again at SIGHUP: ${quoted(f.message)}`);
   log.line(adminError === null ? `admin listen=${admin.path}` : `error admin socket ${admin.path} not started, qgreyctl works only while qgreyd is stopped: ${quoted(adminError)}`);
   if (!allow.restricted) {
     // kept a warning, not a refusal, so that a greydaemon run script listening on a LAN
     // address keeps working when only the program's path changes
-    const warning = `warning listen=${listen} is not a loopback address and no --allow is given: qgreyd answers ANY host that can reach this port; add --allow with your mail servers' addresses (env/ALLOW)`;
+    const warning = `warning listen=${listen} is not only loopback and no --allow is given: qgreyd answers ANY host that can reach this port; add --allow with your mail servers' addresses (env/ALLOW)`;
     log.line(warning);
     process.stderr.write(`qgreyd: ${warning}\n`);
   }
@@ -207,7 +209,16 @@ async function main(argv: string[]): Promise<void> {
     });
   }
 
+  const rescan = options.listen.some((l) => isWildcard(l.host));
   process.on('SIGHUP', () => {
+    // a wildcard stands for the addresses the host has now: an address added since start-up
+    // is served from this SIGHUP on
+    if (rescan) {
+      void server.rescan().then((r) => {
+        if (r.added.length + r.removed.length > 0) log.line(`listen added=${r.added.join(',') || '-'} removed=${r.removed.join(',') || '-'} now=${server.bound().join(',')}`);
+        for (const f of r.failed) log.line(`error listen=${f.address} not bound, tried again at the next SIGHUP: ${quoted(f.message)}`);
+      });
+    }
     if (options.whitelist === null) {
       log.line('whitelist reload skipped: no -w file');
       return;
