@@ -24,10 +24,10 @@ export function checkStateDir(dir: string, uid: number, userName: string): void 
     throw new UsageError(`state directory ${top}: ${why}, so another user could take over the store; ${fix}`);
   };
   const trusted = (st: Stats) => st.uid === 0 || st.uid === uid;
-  const who = `root or ${userName}`;
+  const who = uid === 0 ? 'root' : `root or ${userName}`;
   const checkDir = (path: string, st: Stats, last: boolean) => {
     if (!st.isDirectory()) return; // the store says what is wrong with a non-directory
-    if (!trusted(st)) refuse(`${path} is owned by ${nameOf(st.uid)}, not ${who}`, `give a state directory whose parents are all owned by ${who}`);
+    if (!trusted(st)) refuse(`${path} is owned by ${nameOf(st.uid)}, not ${who}`, `give a state directory that, with all its parents, is owned by ${who}`);
     const writable = st.mode & 0o022;
     if (writable !== 0 && (last || (st.mode & 0o1000) === 0)) {
       const by = st.mode & 0o002 ? 'everyone' : `group ${groupOf(st.gid)}`;
@@ -56,7 +56,7 @@ export function checkStateDir(dir: string, uid: number, userName: string): void 
       throw new UsageError(`state directory ${top}: cannot examine ${next} (${code}); check the permissions of its parent directories`);
     }
     if (st.isSymbolicLink()) {
-      if (!trusted(st)) refuse(`${next} is a symbolic link owned by ${nameOf(st.uid)}, not ${who}`, 'give the real path of a directory only root and the daemon\'s user control');
+      if (!trusted(st)) refuse(`${next} is a symbolic link owned by ${nameOf(st.uid)}, not ${who}`, `give the real path of a directory only ${who} controls`);
       if (++links > MAX_LINKS) throw new UsageError(`state directory ${top}: too many symbolic links on the way; give the real path`);
       const target = readlinkSync(next);
       pending.unshift(...target.split('/').filter(Boolean));
@@ -73,7 +73,7 @@ export function checkStateDir(dir: string, uid: number, userName: string): void 
  *  directory in between, or it is refused. */
 export function secureStateDir(dir: string, account: Account | null): void {
   const uid = account?.uid ?? process.geteuid?.() ?? 0;
-  const name = account?.name ?? nameOf(uid);
+  const name = account?.name ?? (uid === 0 ? 'root' : nameOf(uid));
   checkStateDir(dir, uid, name);
   const path = resolve(dir);
   let exists = true;
