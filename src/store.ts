@@ -348,7 +348,7 @@ function lockedError(path: string, who: string): never {
 
 /** Files LevelDB may leave in a directory that holds no data (a refused open leaves LOCK and
  *  LOG), and our own. */
-const NO_DATA = new Set([PID_FILE, 'admin.sock', 'LOCK', 'LOG', 'LOG.old']);
+const NO_DATA = new Set([PID_FILE, 'admin.sock', 'LOCK', 'LOG', 'LOG.old', 'lost+found']);
 const LEVELDB_FILE = /^(CURRENT|MANIFEST-\d+|\d+\.(ldb|sst|log))$/;
 
 /** Checks what the directory holds before LevelDB sees it; true when it holds no store yet,
