@@ -457,8 +457,14 @@ function decodeTime(b: Buffer): number {
 export function makeStateDir(path: string): void {
   let st;
   try {
+    const link = lstatSync(path);
+    const euid = process.geteuid?.();
+    if (link.isSymbolicLink() && link.uid !== 0 && link.uid !== euid) {
+      throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path} is a symbolic link owned by uid ${link.uid}, not root or this user; give the real path of a directory of your own`);
+    }
     st = statSync(path);
   } catch (e) {
+    if (e instanceof StoreError) throw e;
     const err = e as NodeJS.ErrnoException;
     if (err.code !== 'ENOENT') {
       throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot examine it (${err.code}); check the permissions of its parent directories`);

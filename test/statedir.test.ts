@@ -77,6 +77,9 @@ test('a state directory, or a parent, that another user owns or can write is ref
     symlinkSync(good, link);
     lchownSync(link, mallory.uid, mallory.gid);
     await refused(['127.0.0.1:0', link], new RegExp(`${link} is a symbolic link owned by ${mallory.name} \\(uid ${mallory.uid}\\), not root`));
+    const c = await ctl(['stats', '--state', link]);
+    assert.equal(c.code, 100, c.stderr);
+    assert.match(c.stderr, new RegExp(`^qgreyctl: state directory ${link} is a symbolic link owned by uid ${mallory.uid}, not root or this user`));
     assert.deepEqual(readdirSync(good), [], 'nothing was written through it');
     // our own directory in a sticky world-writable parent is fine (as under /tmp)
     const ours = join(sticky, 'ours');

@@ -11,7 +11,7 @@ export interface RepairResult {
 export async function repairStore(dir: string): Promise<RepairResult> {
   let store: Store;
   try {
-    store = await Store.repair(dir, { program: 'qgreyd--repair' });
+    store = await Store.repair(dir, { program: 'qgreyd-repair' });
   } catch (e) {
     if (e instanceof StoreError) return { code: e.temporary ? 111 : 100, stdout: '', stderr: `qgreyd: repair: ${e.message}\n` };
     throw e;
