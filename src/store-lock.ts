@@ -4,12 +4,14 @@
 // <statedir>/qgreyd.pid, created with O_EXCL|O_NOFOLLOW and holding "PID STARTTIME PROGRAM",
 // STARTTIME being field 22 of /proc/PID/stat. A file whose process is gone, or whose pid now
 // belongs to another process (the start time differs), is stale and taken over, so a daemon
-// killed with SIGKILL restarts without help.
+// killed with SIGKILL restarts without help. Only a process holding qgreyd.pid.takeover (made
+// the same way) deletes a stale file, after reading it again, so two processes starting at once
+// cannot each delete the file the other just made.
 //
 // Limits: liveness is judged in this host's (and this PID namespace's) /proc, so two
 // containers with separate PID namespaces sharing one state directory are not kept apart by
 // this file (LevelDB's LOCK still is, unless deleted); neither are two hosts on NFS.
-import { closeSync, constants, fstatSync, linkSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
 export const PID_FILE = 'qgreyd.pid';
@@ -21,6 +23,11 @@ export interface Holder {
   program: string;
 }
 
+export interface LockHooks {
+  /** called when a stale pid file was found, before taking it over (tests widen the race) */
+  beforeTakeover?: () => void;
+}
+
 export type LockResult = { ok: true; lock: StoreLock } | { ok: false; holder: Holder | null; reason: string };
 
 export class StoreLock {
@@ -30,14 +37,15 @@ export class StoreLock {
 
   /** Takes the store's pid file, or says who holds it. Throws (with an errno code) only when
    *  the directory cannot be used at all. */
-  static acquire(dir: string, program = defaultProgram()): LockResult {
+  static acquire(dir: string, program = defaultProgram(), hooks: LockHooks = {}): LockResult {
     const path = join(dir, PID_FILE);
     const content = `${process.pid} ${processStart(process.pid) ?? '-'} ${program.replace(/\s/g, '_')}\n`;
-    // a few rounds: each either takes the file, finds a live holder, or clears a stale one
-    for (let round = 0; round < 5; round++) {
-      let fd: number;
+    // rounds: each either takes the file, finds a live holder, or clears a stale one (or waits
+    // a little for another process clearing it)
+    for (let round = 0; round < 50; round++) {
       try {
-        fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+        closeSync(createExclusive(path, content));
+        return { ok: true, lock: new StoreLock(path, content) };
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
         const seen = readPidFile(path);
@@ -48,19 +56,9 @@ export class StoreLock {
         if (holder === null ? seen.ageMs < FRESH_MS : isAlive(holder)) {
           return { ok: false, holder: holder === null ? null : { pid: holder.pid, program: holder.program }, reason: 'held' };
         }
-        clearStale(path, seen.text);
-        continue;
+        hooks.beforeTakeover?.();
+        if (!clearStale(path, seen.text, content)) pause(20);
       }
-      try {
-        writeSync(fd, content);
-      } catch (e) {
-        // an empty pid file would block the next start for FRESH_MS
-        closeSync(fd);
-        unlinkSync(path);
-        throw e;
-      }
-      closeSync(fd);
-      return { ok: true, lock: new StoreLock(path, content) };
     }
     return { ok: false, holder: null, reason: `${path} keeps changing; another process is starting on this directory` };
   }
@@ -152,27 +150,51 @@ function readPidFile(path: string): Seen | null {
   }
 }
 
-/** Deletes a stale pid file, unless another process replaced it since we read it: the file
- *  is first renamed aside (atomic), and put back if it turns out not to be the stale one. */
-function clearStale(path: string, staleText: string): void {
-  const aside = `${path}.stale.${process.pid}`;
+/** Creates path with O_EXCL|O_NOFOLLOW, mode 0600, holding content; returns the open fd. */
+function createExclusive(path: string, content: string): number {
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
-    renameSync(path, aside);
+    writeSync(fd, content);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    // an empty file would block the next start for FRESH_MS
+    closeSync(fd);
+    unlinkSync(path);
     throw e;
   }
-  const seen = readPidFile(aside);
-  if (!(seen?.kind === 'text' && seen.text === staleText)) {
-    try {
-      linkSync(aside, path);
-    } catch {
-      // a third process took the name meanwhile; it is the holder now
+  return fd;
+}
+
+function pause(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Deletes the stale pid file if it still holds staleText, holding the takeover file while
+ *  doing so; false when another process holds the takeover file (a dead holder's is removed,
+ *  for the next round). */
+function clearStale(path: string, staleText: string, content: string): boolean {
+  const takeover = `${path}.takeover`;
+  try {
+    closeSync(createExclusive(takeover, content));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    const seen = readPidFile(takeover);
+    if (seen?.kind === 'text') {
+      const h = parse(seen.text);
+      if (h === null ? seen.ageMs >= FRESH_MS : !isAlive(h)) {
+        try {
+          unlinkSync(takeover);
+        } catch {
+          // gone already
+        }
+      }
     }
+    return false;
   }
   try {
-    unlinkSync(aside);
-  } catch {
-    // gone already
+    const now = readPidFile(path);
+    if (now?.kind === 'text' && now.text === staleText) unlinkSync(path);
+  } finally {
+    unlinkSync(takeover);
   }
+  return true;
 }

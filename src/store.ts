@@ -374,7 +374,7 @@ function inspectDir(path: string, repairing = false): boolean {
     if (st.isSymbolicLink()) {
       throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: ${file} is a symbolic link, which a store never holds (LevelDB would write through it); remove it, and check who could write the directory`);
     }
-    if (!NO_DATA.has(name) && !name.startsWith(`${PID_FILE}.stale.`)) data = true;
+    if (!NO_DATA.has(name) && !name.startsWith(`${PID_FILE}.`)) data = true;
     if (LEVELDB_FILE.test(name)) leveldb = true;
   }
   if (!data || repairing) return !data;

@@ -2,6 +2,7 @@
 // LevelDB's LOCK deleted), and a corrupt block gives a clean message. Real daemons, real
 // qgreyctl, real LevelDB.
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -172,6 +173,49 @@ test('a corrupt data block: qgreyctl export and stats exit 111 with one line and
       const r = await ctl([cmd, '--state', state]);
       assert.equal(r.code, 111, `${cmd}: ${r.stderr}`);
       assert.match(r.stderr, new RegExp(`^qgreyctl: state directory ${state}: Corruption: [^\\n]*; stop qgreyd and run: qgreyd --repair ${state}\\n$`), cmd);
+    }
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('processes starting at once on a stale pid file: exactly one takes the store', { timeout: 60_000 }, async () => {
+  const dir = tempDir();
+  try {
+    const lockModule = new URL('../src/store-lock.js', import.meta.url).href;
+    // each waits for the same instant, takes the lock, says whether it got it, and holds it
+    // until told to go; each pauses between finding the file stale and taking it over, so
+    // that all of them find it stale before any takes it over
+    const script = `
+      const { StoreLock } = await import(${JSON.stringify(lockModule)});
+      const at = Number(process.argv[1]);
+      while (Date.now() < at);
+      const beforeTakeover = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+      const r = StoreLock.acquire(process.argv[2], 'racer', { beforeTakeover });
+      process.stdout.write(r.ok ? 'ok\\n' : 'refused\\n');
+      process.stdin.resume();
+      process.stdin.on('end', () => process.exit(0));`;
+    const gone = spawnSync(process.execPath, ['-e', '0']).pid!;
+    for (let round = 0; round < 3; round++) {
+      writeFileSync(join(dir, 'qgreyd.pid'), `${gone} 1 qgreyd\n`);
+      const at = Date.now() + 700;
+      const procs = Array.from({ length: 6 }, () => spawn(process.execPath, ['--input-type=module', '-e', script, String(at), dir], { stdio: ['pipe', 'pipe', 'inherit'] }));
+      const answers = await Promise.all(
+        procs.map(
+          (p) =>
+            new Promise<string>((res) => {
+              let out = '';
+              p.stdout!.on('data', (c: Buffer) => {
+                out += c.toString();
+                if (out.endsWith('\n')) res(out.trim());
+              });
+            }),
+        ),
+      );
+      for (const p of procs) p.stdin!.end();
+      await Promise.all(procs.map((p) => new Promise((res) => p.on('exit', res))));
+      assert.equal(answers.filter((a) => a === 'ok').length, 1, `round ${round}: ${answers.join(' ')}`);
+      assert.deepEqual(readdirSync(dir), ['qgreyd.pid'], 'no file was left aside');
     }
   } finally {
     removeDir(dir);
