@@ -68,7 +68,7 @@ export async function openBackend(opts: OpenOptions): Promise<Backend> {
   let store: Store;
   try {
     // one pass over the records: a cache would only fill memory
-    store = await Store.open(dir, { cacheSize: 1000 });
+    store = await Store.open(dir, { cacheSize: 1000, program: 'qgreyctl' });
   } catch (e) {
     if (e instanceof StoreError && e.code === 'QGREYD_STORE_LOCKED' && socketAddress(sockPath) === null) {
       throw new CtlError(
@@ -78,7 +78,7 @@ export async function openBackend(opts: OpenOptions): Promise<Backend> {
     }
     if (e instanceof StoreError && e.code === 'QGREYD_STORE_LOCKED') {
       throw new CtlError(
-        `state directory ${dir} is locked by another process and no daemon answers on ${sockPath}; if qgreyd is starting or stopping, try again; if another qgreyctl holds it, wait for it`,
+        `state directory ${dir} is locked by another process${e.holder ? ` (${e.holder})` : ''} and no daemon answers on ${sockPath}; if qgreyd is starting or stopping, try again; if another qgreyctl holds it, wait for it`,
         111,
       );
     }

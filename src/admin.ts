@@ -11,7 +11,7 @@
 //
 // Every change runs inside Greylist.exclusive (between decision batches, through the store's
 // cache) and is logged as an `admin op=...` line.
-import { chmodSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { join, relative } from 'node:path';
@@ -111,7 +111,8 @@ export class AdminServer {
   }
 
   /** Listens on <statedir>/admin.sock. A socket file left by a daemon that died is removed:
-   *  the caller holds the store's lock, so no live daemon can be using it. */
+   *  the caller holds the store (its pid file and LevelDB's lock), so no live daemon can be
+   *  using it. */
   async listen(): Promise<void> {
     const address = socketAddress(this.path);
     if (address === null) {
@@ -138,8 +139,14 @@ export class AdminServer {
       }
     });
     try {
-      // already 0600 by the umask; the directory (0700) is the other lock
+      // already 0600 by the umask; the directory (0700, nobody else's: qgreyd checks it at
+      // start) is the other lock. Check that what was bound is our socket and nothing else.
       chmodSync(address, 0o600);
+      const st = lstatSync(address);
+      const euid = process.geteuid?.();
+      if (!st.isSocket() || (euid !== undefined && st.uid !== euid) || (st.mode & 0o077) !== 0) {
+        throw new Error(`${this.path} is not the socket qgreyd bound (a ${st.isSocket() ? 'socket' : 'file'} of uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}); check who can write the state directory`);
+      }
     } catch (e) {
       server.close();
       this.server = null;

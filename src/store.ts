@@ -11,11 +11,17 @@
 // database before it is used again, with backoff, because LevelDB keeps a sticky error after
 // a failed write. The reopen happens inside a get/write/scan call, which the decision queue
 // serialises, so no request ever sees a half-open database.
-import { mkdirSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+//
+// A store is never destroyed by opening it: only an empty or new directory is initialised
+// (LevelDB's createIfMissing); an existing one that lacks CURRENT, or is damaged otherwise,
+// is refused with the repair advice, since LevelDB would otherwise write a new empty database
+// over it and delete its table files.
+import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { Level } from 'level';
 import msgpack from 'msgpack-lite';
 import { RecentCache } from './cache.js';
+import { PID_FILE, StoreLock } from './store-lock.js';
 
 export const FORMAT_VERSION = 1;
 export const FORMAT_KEY = '!format';
@@ -31,7 +37,13 @@ export type StoreErrorCode =
   | 'QGREYD_STORE_IO';
 
 export class StoreError extends Error {
-  constructor(readonly code: StoreErrorCode, message: string, readonly temporary = false) {
+  constructor(
+    readonly code: StoreErrorCode,
+    message: string,
+    readonly temporary = false,
+    /** for QGREYD_STORE_LOCKED: who holds the store, when known ("qgreyd pid 123") */
+    readonly holder?: string,
+  ) {
     super(message);
   }
 }
@@ -43,6 +55,8 @@ export interface StoreOptions {
   sync?: boolean;
   /** told when the store fails at run time, when a reopen fails, and when it is back */
   onHealth?: (event: StoreHealth) => void;
+  /** the name the pid file gives to other openers (default: this program's file name) */
+  program?: string;
 }
 
 export type StoreHealth =
@@ -74,21 +88,30 @@ export class Store {
   private failure: Failure | null = null;
   private reopening: Promise<void> | null = null;
 
-  private constructor(private db: Db, readonly dir: string, private readonly opts: StoreOptions) {
+  private constructor(private db: Db, readonly dir: string, private readonly opts: StoreOptions, private readonly lock: StoreLock) {
     this.cache = new RecentCache(opts.cacheSize ?? 100_000);
     this.sync = opts.sync ?? false;
   }
 
   static async open(dir: string, opts: StoreOptions = {}): Promise<Store> {
     const path = resolve(dir);
-    prepareDir(path);
-    return new Store(await openDb(path), path, opts);
+    privateFiles();
+    makeStateDir(path);
+    const lock = takeLock(path, opts.program);
+    try {
+      const fresh = inspectDir(path);
+      return new Store(await openDb(path, fresh), path, opts, lock);
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
   }
 
   /** Rebuilds a damaged store with LevelDB's RepairDB (it salvages every readable record from
-   *  the table and log files and writes a new manifest). Refuses while another process holds
-   *  the store, since RepairDB itself takes no lock. */
-  static async repair(dir: string): Promise<void> {
+   *  the table and log files and writes a new manifest and CURRENT), then opens it, holding
+   *  the store throughout. Refuses while another process holds the store, since RepairDB
+   *  itself takes no lock. */
+  static async repair(dir: string, opts: StoreOptions = {}): Promise<Store> {
     const path = resolve(dir);
     let st;
     try {
@@ -97,20 +120,21 @@ export class Store {
       throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot examine it (${(e as NodeJS.ErrnoException).code}); give the state directory to repair`);
     }
     if (!st.isDirectory()) throw new StoreError('QGREYD_STORE_NOT_DIR', `state directory ${path} is not a directory; give the state directory to repair`);
-    const probe: Db = new Level<string, Buffer>(path, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    privateFiles();
+    const lock = takeLock(path, opts.program);
     try {
-      await probe.open({ createIfMissing: false });
-      await probe.close();
+      inspectDir(path, true);
+      await repairLocked(path);
     } catch (e) {
-      const err = openError(e, path);
-      if (err.code === 'QGREYD_STORE_LOCKED' || err.code === 'QGREYD_STORE_ACCESS') throw err;
+      lock.release();
+      throw e;
     }
-    const repair = (Level as unknown as { repair?: (location: string) => Promise<void> }).repair;
-    if (typeof repair !== 'function') throw new StoreError('QGREYD_STORE_IO', 'this build of the level package has no repair(); install classic-level 1.3 or later');
     try {
-      await repair.call(Level, path);
+      return new Store(await openDb(path, false), path, opts, lock);
     } catch (e) {
-      throw openError(e, path);
+      lock.release();
+      const message = e instanceof StoreError ? e.message : String(e);
+      throw new StoreError('QGREYD_STORE_CORRUPT', `LevelDB's repair ran but the store still does not open: ${message}; move the directory aside and start on an empty one (known senders will be greylisted once more)`);
     }
   }
 
@@ -254,9 +278,13 @@ export class Store {
     this.closed = true;
     await this.reopening?.catch(() => undefined);
     this.cache.clear();
-    await this.db.close().catch((e: unknown) => {
-      if (this.failure === null) throw e;
-    });
+    try {
+      await this.db.close().catch((e: unknown) => {
+        if (this.failure === null) throw e;
+      });
+    } finally {
+      this.lock.release();
+    }
   }
 
   /** The open database, reopening it first after a failure once the backoff has passed. */
@@ -281,7 +309,8 @@ export class Store {
     // whatever the failed writes left behind, the cache must not vouch for it
     this.cache.clear();
     try {
-      this.db = await openDb(this.dir);
+      // never createIfMissing here: a CURRENT lost at run time must not become an empty store
+      this.db = await openDb(this.dir, false);
     } catch (e) {
       f.error = (e as Error).message;
       f.backoffMs = Math.min(f.backoffMs * 2, REOPEN_MAX_MS);
@@ -310,10 +339,105 @@ export class Store {
   }
 }
 
-async function openDb(path: string): Promise<Db> {
+async function repairLocked(path: string): Promise<void> {
+  const probe: Db = new Level<string, Buffer>(path, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  try {
+    await probe.open({ createIfMissing: false });
+    await probe.close();
+  } catch (e) {
+    const err = openError(e, path);
+    if (err.code === 'QGREYD_STORE_LOCKED' || err.code === 'QGREYD_STORE_ACCESS') throw err;
+  }
+  const repair = (Level as unknown as { repair?: (location: string) => Promise<void> }).repair;
+  if (typeof repair !== 'function') throw new StoreError('QGREYD_STORE_IO', 'this build of the level package has no repair(); install classic-level 1.3 or later');
+  try {
+    await repair.call(Level, path);
+  } catch (e) {
+    throw openError(e, path);
+  }
+}
+
+/** LevelDB creates its files (tables, logs, manifests) from its own threads for as long as the
+ *  store is open, so the process umask, not a call's, decides their mode: 0600. */
+function privateFiles(): void {
+  process.umask(process.umask() | 0o077);
+}
+
+function takeLock(path: string, program: string | undefined): StoreLock {
+  let r;
+  try {
+    r = StoreLock.acquire(path, program);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw openError({ message: `cannot create ${join(path, PID_FILE)}: ${err.code ?? err.message}` }, path);
+  }
+  if (r.ok) return r.lock;
+  if (r.holder !== null) return lockedError(path, `${r.holder.program} pid ${r.holder.pid}`);
+  if (r.reason === 'held') return lockedError(path, 'a process that is starting');
+  throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: ${r.reason}`, true);
+}
+
+function lockedError(path: string, who: string): never {
+  throw new StoreError('QGREYD_STORE_LOCKED', `state directory ${path} is locked by another process (${who}); stop that process or give another directory`, true, who);
+}
+
+/** Files LevelDB may leave in a directory that holds no data (a refused open leaves LOCK and
+ *  LOG), and our own. */
+const NO_DATA = new Set([PID_FILE, 'admin.sock', 'LOCK', 'LOG', 'LOG.old', 'lost+found']);
+const LEVELDB_FILE = /^(CURRENT|MANIFEST-\d+|\d+\.(ldb|sst|log))$/;
+
+/** Checks what the directory holds before LevelDB sees it; true when it holds no store yet,
+ *  the only case in which one may be created. A symbolic link inside is refused: LevelDB never
+ *  makes one, and it would write through it. With `repairing`, a missing CURRENT is expected. */
+function inspectDir(path: string, repairing = false): boolean {
+  let names: string[];
+  try {
+    names = readdirSync(path);
+  } catch (e) {
+    throw openError({ message: `cannot list it: ${(e as NodeJS.ErrnoException).code}` }, path);
+  }
+  let data = false;
+  let leveldb = false;
+  for (const name of names) {
+    const file = join(path, name);
+    let st;
+    try {
+      st = lstatSync(file);
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (st.isSymbolicLink()) {
+      throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: ${file} is a symbolic link, which a store never holds (LevelDB would write through it); remove it, and check who could write the directory`);
+    }
+    if (!NO_DATA.has(name) && !name.startsWith(`${PID_FILE}.`)) data = true;
+    if (LEVELDB_FILE.test(name)) leveldb = true;
+  }
+  if (!data || repairing) return !data;
+  const corrupt = (detail: string) =>
+    new StoreError('QGREYD_STORE_CORRUPT', `state directory ${path}: the store is corrupt (${detail}); stop every process using it and run: qgreyd --repair ${path}`);
+  let current: string;
+  try {
+    current = readFileSync(join(path, 'CURRENT'), 'latin1');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT') throw openError({ message: `cannot read ${join(path, 'CURRENT')}: ${code}` }, path);
+    if (leveldb) throw corrupt('its CURRENT file is missing');
+    throw new StoreError('QGREYD_STORE_FORMAT', `state directory ${path} holds files but no store (no CURRENT, no LevelDB files); give qgreyd an empty or new directory of its own`);
+  }
+  const m = /^(MANIFEST-\d+)\n$/.exec(current);
+  if (!m) throw corrupt('its CURRENT file does not name a manifest');
+  try {
+    lstatSync(join(path, m[1]));
+  } catch {
+    throw corrupt(`CURRENT names ${m[1]}, which is missing`);
+  }
+  return false;
+}
+
+async function openDb(path: string, create: boolean): Promise<Db> {
   const db: Db = new Level<string, Buffer>(path, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
   try {
-    await db.open();
+    await db.open({ createIfMissing: create });
   } catch (e) {
     throw openError(e, path);
   }
@@ -364,11 +488,18 @@ function decodeTime(b: Buffer): number {
   return v;
 }
 
-function prepareDir(path: string): void {
+/** Creates a missing state directory (0700); refuses anything but a directory. */
+export function makeStateDir(path: string): void {
   let st;
   try {
+    const link = lstatSync(path);
+    const euid = process.geteuid?.();
+    if (link.isSymbolicLink() && link.uid !== 0 && link.uid !== euid) {
+      throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path} is a symbolic link owned by uid ${link.uid}, not root or this user; give the real path of a directory of your own`);
+    }
     st = statSync(path);
   } catch (e) {
+    if (e instanceof StoreError) throw e;
     const err = e as NodeJS.ErrnoException;
     if (err.code !== 'ENOENT') {
       throw new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot examine it (${err.code}); check the permissions of its parent directories`);

@@ -73,7 +73,7 @@ test('a store locked by another process with no admin socket is a temporary erro
   try {
     const r = await ctl(['stats', '--state', join(dir, 'data')]);
     assert.equal(r.code, 111);
-    assert.match(r.stderr, /^qgreyctl: state directory .*data is locked by another process and no daemon answers on .*admin\.sock; if qgreyd is starting or stopping, try again/);
+    assert.match(r.stderr, /^qgreyctl: state directory .*data is locked by another process \(qgreyctl-cli\.test pid \d+\) and no daemon answers on .*admin\.sock; if qgreyd is starting or stopping, try again/);
   } finally {
     await store.close();
     removeDir(dir);

@@ -1,7 +1,5 @@
 // -u: look the user up, then (after binding) take its uid, gid and supplementary groups.
 import { execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { UsageError } from './args.js';
 
 export interface Account {
@@ -24,18 +22,6 @@ export function lookupUser(name: string): Account {
     return { name, uid, gid, groups };
   } catch {
     throw new UsageError(`-u: user ${JSON.stringify(name)} does not exist; create it (e.g. useradd -r -s /usr/sbin/nologin ${name}) or give another user`);
-  }
-}
-
-/** Creates a missing state directory for the user before privileges are dropped. */
-export function prepareStateDir(dir: string, account: Account): void {
-  const path = resolve(dir);
-  if (existsSync(path)) return;
-  try {
-    mkdirSync(path, { recursive: true, mode: 0o700 });
-    chownSync(path, account.uid, account.gid);
-  } catch (e) {
-    throw new UsageError(`state directory ${path}: cannot create it for user ${account.name} (${(e as NodeJS.ErrnoException).code}); create it by hand, owned by ${account.name}`);
   }
 }
 

@@ -17,6 +17,7 @@ import { settingsFrom, type Settings } from '../policy.js';
 import { decodeReply, encodeRequest, isAccept, normaliseIp, replyText, type Verdict } from '../protocol.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
 import { formatHtml } from '../report-html.js';
+import { StoreError } from '../store.js';
 import { Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, parseListen, UsageError } from './args.js';
 import { cmdSpfWhitelist, SPF_WHITELIST_HELP } from './spf-whitelist.js';
@@ -740,6 +741,8 @@ main(process.argv.slice(2)).then(
     if (e instanceof Usage || e instanceof UsageError) fail(e.message, EXIT_PERMANENT);
     if (e instanceof CtlError) fail(e.message, e.exit);
     if (e instanceof OpsError) fail(e.message, e.permanent ? EXIT_PERMANENT : EXIT_TEMPORARY);
+    // met while working on an open store (a corrupt block): the message carries the advice
+    if (e instanceof StoreError) fail(e.message, EXIT_TEMPORARY);
     fail(`unexpected error: ${(e as Error).stack ?? String(e)}`, EXIT_TEMPORARY);
   },
 );

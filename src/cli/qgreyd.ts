@@ -15,7 +15,8 @@ import { ListenError, Server } from '../server.js';
 import { Store, StoreError } from '../store.js';
 import { Whitelist, WhitelistError } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
-import { dropPrivileges, lookupUser, prepareStateDir, type Account } from './privileges.js';
+import { dropPrivileges, lookupUser, type Account } from './privileges.js';
+import { secureStateDir } from './statedir.js';
 import { repairStore } from './repair.js';
 
 export const EXIT_PERMANENT = 100;
@@ -100,10 +101,10 @@ async function main(argv: string[]): Promise<void> {
   }
 
   try {
-    if (account) {
-      prepareStateDir(options.stateDir, account);
-      dropPrivileges(account);
-    }
+    // before the store is opened, as root when -u is given: refuse a state directory another
+    // user controls, and create a missing one for the daemon's user
+    secureStateDir(options.stateDir, account);
+    if (account) dropPrivileges(account);
   } catch (e) {
     if (e instanceof UsageError) fail(e.message, EXIT_PERMANENT);
     throw e;
@@ -112,6 +113,7 @@ async function main(argv: string[]): Promise<void> {
   let store: Store;
   try {
     store = await Store.open(options.stateDir, {
+      program: 'qgreyd',
       sync: options.sync,
       cacheSize: options.cacheSize,
       onHealth: (h) =>

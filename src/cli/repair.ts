@@ -9,23 +9,11 @@ export interface RepairResult {
 }
 
 export async function repairStore(dir: string): Promise<RepairResult> {
-  try {
-    await Store.repair(dir);
-  } catch (e) {
-    if (e instanceof StoreError) return { code: e.temporary ? 111 : 100, stdout: '', stderr: `qgreyd: repair: ${e.message}\n` };
-    throw e;
-  }
   let store: Store;
   try {
-    store = await Store.open(dir);
+    store = await Store.repair(dir, { program: 'qgreyd-repair' });
   } catch (e) {
-    if (e instanceof StoreError) {
-      return {
-        code: e.temporary ? 111 : 100,
-        stdout: '',
-        stderr: `qgreyd: repair: LevelDB's repair ran but the store still does not open: ${e.message}; move the directory aside and start on an empty one (known senders will be greylisted once more)\n`,
-      };
-    }
+    if (e instanceof StoreError) return { code: e.temporary ? 111 : 100, stdout: '', stderr: `qgreyd: repair: ${e.message}\n` };
     throw e;
   }
   try {
