@@ -4,7 +4,7 @@ import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { AllowList, RateLimitedCounter } from './access.js';
 import type { Greylist, Result } from './greylist.js';
-import { escapeField, LineWriter, quoted } from './log.js';
+import { escapeField, LineWriter, quoted, RateLimitedLines } from './log.js';
 import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';
 
 /** Recipients shown in one log line; the rest are counted. */
@@ -32,6 +32,7 @@ export class Server {
   counters = { received: 0, malformed: 0, replied: 0, storeErrors: 0 };
   readonly refused: RateLimitedCounter;
   readonly overload: RateLimitedCounter;
+  readonly malformedLog: RateLimitedLines;
   private readonly allow: AllowList;
   private greylist: Greylist | null = null;
   /** datagrams that arrived between binding and attach(): start-up opens the store only
@@ -43,6 +44,7 @@ export class Server {
     this.allow = opts.allow ?? AllowList.everyone();
     this.refused = new RateLimitedCounter((l) => opts.log.line(l), 'refused');
     this.overload = new RateLimitedCounter((l) => opts.log.line(l), 'overload');
+    this.malformedLog = new RateLimitedLines((l) => opts.log.line(l), 'malformed');
   }
 
   /** Start deciding, beginning with what arrived since listen(). */
@@ -145,10 +147,11 @@ export class Server {
 
   private malformed(client: string, msg: Buffer, error: string, ip?: string): void {
     this.counters.malformed++;
-    this.opts.log.line(`client=${client}${ip ? ` ip=${ip}` : ''} reply=none reason=malformed bytes=${msg.length} detail=${quoted(error)}`);
-    if (this.opts.debug) {
-      this.opts.log.line(`debug client=${client} datagram=${msg.subarray(0, 64).toString('hex')}${msg.length > 64 ? '...' : ''}`);
-    }
+    this.malformedLog.note(client, () => {
+      const lines = [`client=${client}${ip ? ` ip=${ip}` : ''} reply=none reason=malformed bytes=${msg.length} detail=${quoted(error)}`];
+      if (this.opts.debug) lines.push(`debug client=${client} datagram=${msg.subarray(0, 64).toString('hex')}${msg.length > 64 ? '...' : ''}`);
+      return lines;
+    });
   }
 
   /** Stop taking datagrams, and resolve once those already taken are answered. */
@@ -158,6 +161,7 @@ export class Server {
     socket.removeAllListeners('message');
     this.refused.flush();
     this.overload.flush();
+    this.malformedLog.flush();
     if (this.inFlight > 0) await new Promise<void>((r) => this.drained.push(r));
     this.socket = null;
     await new Promise<void>((r) => socket.close(() => r()));
