@@ -11,7 +11,13 @@ import { removeDir, sendRaw, startDaemon, tempDir } from './helpers.js';
 import { UdpPool } from './udp-pool.js';
 
 function rssMb(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    throw new Error(`the daemon (pid ${pid}) is gone`);
+  }
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
 }
 
 /** Requests from the whitelisted 192.0.2.0/24 with 60 long recipients: each is answered
