@@ -303,7 +303,7 @@ function unescapeSaveField(field: string): string | null {
 /** The IP as the daemon keys it: an address in canonical form, or a client that did not know
  *  its address (IndiMail sends the text "unknown"), kept as text. Text that looks like a
  *  botched address (only hex digits, dots and colons) is an error, not a text client. */
-function saveFileIp(text: string): string | { error: string } {
+export function saveFileIp(text: string): string | { error: string } {
   const n = normaliseIp(text);
   if (n !== null) return n.ip;
   if (text === '' || /^[0-9A-Fa-f.:]*$/.test(text)) return { error: `${JSON.stringify(text.slice(0, 60))} is not an IPv4 or IPv6 address` };
