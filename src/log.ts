@@ -118,17 +118,17 @@ export class RateLimitedLines {
     private readonly periodMs = 10_000,
   ) {}
 
-  /** One event from `client`; `lines` makes the full record, called only when it is logged. */
-  note(client: string, lines: () => string[]): void {
+  /** Counts one event from `client`; true when the caller should log it in full. */
+  admit(client: string): boolean {
     this.total++;
     if (this.timer === null) this.arm();
     if (this.used < this.burst) {
       this.used++;
-      for (const l of lines()) this.write(l);
-      return;
+      return true;
     }
     this.suppressed++;
     this.last = client;
+    return false;
   }
 
   private arm(): void {

@@ -147,11 +147,11 @@ export class Server {
 
   private malformed(client: string, msg: Buffer, error: string, ip?: string): void {
     this.counters.malformed++;
-    this.malformedLog.note(client, () => {
-      const lines = [`client=${client}${ip ? ` ip=${ip}` : ''} reply=none reason=malformed bytes=${msg.length} detail=${quoted(error)}`];
-      if (this.opts.debug) lines.push(`debug client=${client} datagram=${msg.subarray(0, 64).toString('hex')}${msg.length > 64 ? '...' : ''}`);
-      return lines;
-    });
+    if (!this.malformedLog.admit(client)) return;
+    this.opts.log.line(`client=${client}${ip ? ` ip=${ip}` : ''} reply=none reason=malformed bytes=${msg.length} detail=${quoted(error)}`);
+    if (this.opts.debug) {
+      this.opts.log.line(`debug client=${client} datagram=${msg.subarray(0, 64).toString('hex')}${msg.length > 64 ? '...' : ''}`);
+    }
   }
 
   /** Stop taking datagrams, and resolve once those already taken are answered. */

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
+import { RateLimitedLines } from '../src/log.js';
 import { encodeRequest } from '../src/protocol.js';
 import { removeDir, sendRaw, startDaemon, tempDir } from './helpers.js';
 import { UdpPool } from './udp-pool.js';
@@ -134,5 +135,32 @@ test('malformed datagrams from an allowed client are logged at a rate limit, eve
   } finally {
     await d.stop();
     removeDir(dir);
+  }
+});
+
+test('the malformed rate limit: a full budget after quiet, one summary per busy period, nothing uncounted', () => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  try {
+    const out: string[] = [];
+    const rl = new RateLimitedLines((l) => out.push(l), 'malformed', 3, 10_000);
+    const logged = Array.from({ length: 5 }, (_, i) => rl.admit(`c:${i}`));
+    assert.deepEqual(logged, [true, true, true, false, false]);
+    assert.deepEqual(out, []);
+    mock.timers.tick(10_000);
+    assert.deepEqual(out, ['malformed suppressed=2 total=5 period=10s client=c:4']);
+    // the next period starts with a full budget
+    assert.deepEqual([rl.admit('d:1'), rl.admit('d:2'), rl.admit('d:3'), rl.admit('d:4')], [true, true, true, false]);
+    mock.timers.tick(10_000);
+    assert.equal(out[1], 'malformed suppressed=1 total=9 period=10s client=d:4');
+    // a quiet period: no line, and the limiter goes idle
+    mock.timers.tick(10_000);
+    assert.equal(out.length, 2);
+    assert.equal(rl.admit('e:1'), true);
+    for (let i = 0; i < 4; i++) rl.admit('e:2');
+    rl.flush();
+    assert.equal(out[2], 'malformed suppressed=2 total=14 period=10s client=e:2');
+    assert.equal(rl.total, 14);
+  } finally {
+    mock.timers.reset();
   }
 });
