@@ -53,13 +53,50 @@ export interface OpenOptions {
   settings: Settings;
   /** create a missing state directory (import, allow) instead of failing */
   create: boolean;
+  /** how long to wait for each answer from a running daemon (ms) */
+  waitMs?: number;
+}
+
+/** A paused or wedged daemon must not hang qgreyctl (and the cron job or monitor that runs
+ *  it). Long enough for stats over a store of ten million records, which the daemon answers
+ *  only at the end (1.3 s per million records measured on two shared cores). */
+export const DEFAULT_WAIT_MS = 30_000;
+
+class NoAnswer extends CtlError {}
+
+function noAnswer(sockPath: string, waitMs: number): CtlError {
+  return new NoAnswer(
+    `${sockPath}: the daemon did not answer within ${waitMs / 1000} s (is it stopped with SIGSTOP, or overloaded?); check it (svstat, top) and try again, or give --wait SECONDS to wait longer`,
+    111,
+  );
+}
+
+/** p, or a CtlError after waitMs (then `onTimeout` runs, e.g. to drop the connection). */
+function within<T>(p: Promise<T>, waitMs: number, err: () => CtlError, onTimeout: () => void): Promise<T> {
+  return new Promise((resolvePromise, reject) => {
+    const t = setTimeout(() => {
+      onTimeout();
+      reject(err());
+    }, waitMs);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolvePromise(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
 }
 
 export async function openBackend(opts: OpenOptions): Promise<Backend> {
   const dir = resolve(opts.stateDir);
   const sockPath = adminSocketPath(dir);
-  const sock = await connect(sockPath);
-  if (sock !== null) return DaemonBackend.start(sock, dir);
+  const waitMs = opts.waitMs ?? DEFAULT_WAIT_MS;
+  const sock = await connect(sockPath, waitMs);
+  if (sock !== null) return DaemonBackend.start(sock, dir, waitMs);
 
   if (!existsSync(dir) && !opts.create) {
     throw new CtlError(`state directory ${dir} does not exist; give the daemon's state directory with --state`, 100);
@@ -90,24 +127,27 @@ export async function openBackend(opts: OpenOptions): Promise<Backend> {
 
 /** Connects to the admin socket; null when no daemon listens there (no socket file, or a
  *  file a dead daemon left behind, or a path too long for a daemon to have bound). */
-function connect(path: string): Promise<net.Socket | null> {
+function connect(path: string, waitMs: number): Promise<net.Socket | null> {
   const address = socketAddress(path);
   if (address === null) return Promise.resolve(null);
-  return new Promise((resolvePromise, reject) => {
-    const sock = net.createConnection(address);
-    sock.once('connect', () => {
-      sock.off('error', onError);
-      resolvePromise(sock);
+  let sock: net.Socket | undefined;
+  const connecting = new Promise<net.Socket | null>((resolvePromise, reject) => {
+    sock = net.createConnection(address);
+    const s = sock;
+    s.once('connect', () => {
+      s.off('error', onError);
+      resolvePromise(s);
     });
     const onError = (e: NodeJS.ErrnoException) => {
-      sock.destroy();
+      s.destroy();
       if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') resolvePromise(null);
       else if (e.code === 'EACCES' || e.code === 'EPERM') {
         reject(new CtlError(`${path}: permission denied; run qgreyctl as root or as the daemon's user`, 100));
       } else reject(new CtlError(`${path}: cannot connect (${e.code ?? e.message})`, 111));
     };
-    sock.once('error', onError);
+    s.once('error', onError);
   });
+  return within(connecting, waitMs, () => noAnswer(path, waitMs), () => sock?.destroy());
 }
 
 /** Run as root on a directory another user owns (the daemon's), become that user first, so
@@ -192,32 +232,42 @@ class DaemonBackend implements Backend {
     private readonly lines: AsyncGenerator<unknown>,
     readonly settings: Settings,
     readonly stateDir: string,
+    private readonly waitMs: number,
   ) {}
 
-  static async start(sock: net.Socket, dir: string): Promise<DaemonBackend> {
+  static async start(sock: net.Socket, dir: string, waitMs: number): Promise<DaemonBackend> {
     sock.on('error', () => undefined);
     const lines = readJsonLines(sock);
     let hello: Hello;
     try {
-      const first = await lines.next();
+      const first = await within(lines.next(), waitMs, () => noAnswer(adminSocketPath(dir), waitMs), () => sock.destroy());
       if (first.done) throw new Error('it closed the connection');
       hello = first.value as Hello;
     } catch (e) {
       sock.destroy();
+      if (e instanceof CtlError) throw e;
       throw new CtlError(`${adminSocketPath(dir)}: the daemon did not greet (${(e as Error).message}); try again`, 111);
     }
     if (hello.hello !== 'qgreyd-admin' || hello.version !== 1 || hello.settings === undefined) {
       sock.destroy();
       throw new CtlError(`${adminSocketPath(dir)}: not a qgreyd admin socket of this release (got ${JSON.stringify(hello).slice(0, 100)})`, 100);
     }
-    return new DaemonBackend(sock, lines, hello.settings, dir);
+    return new DaemonBackend(sock, lines, hello.settings, dir, waitMs);
   }
 
-  private async next(): Promise<Record<string, unknown>> {
+  /** p, or exit 111 once the daemon has been silent for the wait. */
+  private timed<T>(p: Promise<T>): Promise<T> {
+    return within(p, this.waitMs, () => noAnswer(adminSocketPath(this.stateDir), this.waitMs), () => this.sock.destroy());
+  }
+
+  /** The next message; `timed` false where the daemon may rightly be silent for long (it
+   *  answers an import only at the end: the caller times the wait from the end mark). */
+  private async next(timed = true): Promise<Record<string, unknown>> {
     let r: IteratorResult<unknown>;
     try {
-      r = await this.lines.next();
+      r = await (timed ? this.timed(this.lines.next()) : this.lines.next());
     } catch (e) {
+      if (e instanceof CtlError) throw e;
       if (e instanceof SyntaxError) throw new CtlError(`the daemon sent something unreadable (${e.message})`, 111);
       const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
       throw new CtlError(`the connection to the daemon broke (${code}) before it answered (did it stop?); try again`, 111);
@@ -239,8 +289,9 @@ class DaemonBackend implements Backend {
 
   private async send(value: unknown): Promise<void> {
     try {
-      await writeJsonLine(this.sock, value);
+      await this.timed(writeJsonLine(this.sock, value));
     } catch (e) {
+      if (e instanceof CtlError) throw e;
       throw new CtlError(`the daemon closed the connection (${(e as Error).message}); try again`, 111);
     }
   }
@@ -271,7 +322,7 @@ class DaemonBackend implements Backend {
     await this.send({ op: 'import' });
     // the daemon answers only at the end, or with an error at any time
     let failed: CtlError | null = null;
-    const answer = this.next().then(
+    const answer = this.next(false).then(
       (m) => m,
       (e: CtlError) => {
         failed = e;
@@ -294,11 +345,12 @@ class DaemonBackend implements Backend {
       // end our side without the end mark: the daemon logs the import as incomplete and
       // answers; when it went away first, its reason is the better message
       this.sock.end();
-      await answer;
+      if (e instanceof NoAnswer) throw importCut(e);
+      await this.timed(answer);
       if (sendFailed && failed !== null) throw importCut(failed);
       throw e;
     }
-    const m = await answer;
+    const m = await this.timed(answer);
     if (failed !== null) throw importCut(failed);
     if (m === null || !('done' in m)) throw new CtlError('the daemon answered out of turn', 111);
     return m.done as ImportCounts;

@@ -15,7 +15,7 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { join, relative } from 'node:path';
-import { allow, canonicalIp, dump, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
+import { allow, canonicalIp, dump, saveFileIp, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
 import type { Greylist } from './greylist.js';
 import { escapeField, quoted, type LineWriter } from './log.js';
 import type { Store } from './store.js';
@@ -324,7 +324,14 @@ function toRecord(v: unknown): SaveRecord {
   const r = v as Record<string, unknown>;
   const time = r?.time;
   if (typeof time !== 'number' || !Number.isFinite(time)) throw new OpsError('import: a record without a time');
-  if (r.kind === 'ip') return { kind: 'ip', ip: canonicalIp(str(r.ip, 'ip')), time };
-  if (r.kind === 'triplet') return { kind: 'triplet', ip: canonicalIp(str(r.ip, 'ip')), sender: str(r.sender, 'sender'), rcpt: str(r.rcpt, 'rcpt'), time };
+  if (r.kind === 'ip') return { kind: 'ip', ip: recordIp(str(r.ip, 'ip')), time };
+  if (r.kind === 'triplet') return { kind: 'triplet', ip: recordIp(str(r.ip, 'ip')), sender: str(r.sender, 'sender'), rcpt: str(r.rcpt, 'rcpt'), time };
   throw new OpsError('import: a record that is neither an ip nor a triplet');
+}
+
+/** An imported record's IP, read as the save file reads it (text clients included). */
+function recordIp(text: string): string {
+  const ip = saveFileIp(text);
+  if (typeof ip !== 'string') throw new OpsError(ip.error);
+  return ip;
 }

@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { AllowList, RateLimitedCounter } from './access.js';
 import type { Greylist, Result } from './greylist.js';
-import { escapeField, LineWriter, quoted } from './log.js';
+import { escapeField, LineWriter, quoted, RateLimitedLines } from './log.js';
 import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
 import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';
 
@@ -75,6 +75,7 @@ export class Server {
   counters = { received: 0, malformed: 0, replied: 0, storeErrors: 0 };
   readonly refused: RateLimitedCounter;
   readonly overload: RateLimitedCounter;
+  readonly malformedLog: RateLimitedLines;
   private readonly allow: AllowList;
   private greylist: Greylist | null = null;
   /** datagrams that arrived between binding and attach(): start-up opens the store only
@@ -86,6 +87,7 @@ export class Server {
     this.allow = opts.allow ?? AllowList.everyone();
     this.refused = new RateLimitedCounter((l) => opts.log.line(l), 'refused');
     this.overload = new RateLimitedCounter((l) => opts.log.line(l), 'overload');
+    this.malformedLog = new RateLimitedLines((l) => opts.log.line(l), 'malformed');
   }
 
   /** Start deciding, beginning with what arrived since listen(). */
@@ -268,6 +270,7 @@ export class Server {
 
   private malformed(client: string, msg: Buffer, error: string, ip?: string): void {
     this.counters.malformed++;
+    if (!this.malformedLog.admit(client)) return;
     this.opts.log.line(`client=${client}${ip ? ` ip=${ip}` : ''} reply=none reason=malformed bytes=${msg.length} detail=${quoted(error)}`);
     if (this.opts.debug) {
       this.opts.log.line(`debug client=${client} datagram=${msg.subarray(0, 64).toString('hex')}${msg.length > 64 ? '...' : ''}`);
@@ -282,6 +285,7 @@ export class Server {
     for (const l of listeners) l.socket.removeAllListeners('message');
     this.refused.flush();
     this.overload.flush();
+    this.malformedLog.flush();
     if (this.inFlight > 0) await new Promise<void>((r) => this.drained.push(r));
     this.listeners.clear();
     await Promise.all(

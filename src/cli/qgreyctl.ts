@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { createReadStream, fstatSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, type Stats as FsStats } from 'node:fs';
 import { isIP } from 'node:net';
 import minimist from 'minimist';
-import { CtlError, openBackend, type Backend } from '../admin-client.js';
+import { CtlError, DEFAULT_WAIT_MS, openBackend, type Backend } from '../admin-client.js';
 import { formatSaveLine, isDead, OpsError, parseSaveLine, type DumpFilter, type SaveRecord, type Stats } from '../admin-ops.js';
 import { unixNow } from '../greylist.js';
 import { escapeField } from '../log.js';
@@ -44,6 +44,8 @@ commands:
 
   --state DIR   the daemon's state directory (default ${DEFAULT_STATE}); before or after COMMAND.
                 When qgreyd runs, qgreyctl works through DIR/admin.sock; else it opens DIR itself.
+  --wait S      (after COMMAND) seconds to wait for each answer from a running daemon
+                (default ${DEFAULT_WAIT_MS / 1000}); no answer in time: exit 111.
   COMMAND --help shows a command's options.
 
 exit codes: 0 done (accept, match); 1 a "no" (defer, no match, nothing to forget);
@@ -66,13 +68,13 @@ Lists known-good IPs and triplets with their times (ISO 8601 UTC and age), strea
 --ip, --sender, --rcpt filter (exact address, or @domain); --sender . (or '') is the bounce sender.
 --json prints one JSON object per line. Dead records (by the daemon's settings) are marked.
 ${SETTINGS_HELP}
-exit: 0 done, 100 usage or bad state directory, 111 store locked or daemon gone.`,
+exit: 0 done, 100 usage or bad state directory, 111 store locked, daemon gone, or no answer within --wait SECONDS (default 30)`,
   stats: `usage: qgreyctl stats [--json] [--state DIR]
 
 Counts of known-good IPs and triplets, how many are dead but not yet swept, the oldest and
 newest times, and the store's size on disk.
 ${SETTINGS_HELP}
-exit: 0 done, 100 usage or bad state directory, 111 store locked or daemon gone.`,
+exit: 0 done, 100 usage or bad state directory, 111 store locked, daemon gone, or no answer within --wait SECONDS (default 30)`,
   import: `usage: qgreyctl import [--skip-bad] [--dry-run] SAVEFILE [--state DIR]
 
 Loads a greydaemon save file ("I time ip" and "G time ip sender recipient" lines), keeping the
@@ -83,11 +85,11 @@ last-good time, an earlier live first-seen time) is kept. Importing twice change
 --dry-run checks the file and counts, and writes nothing. Stop greydaemon first: it rewrites
 its save file every few minutes.
 ${SETTINGS_HELP}
-exit: 0 imported, 100 usage, unreadable file or bad lines, 111 store locked or daemon gone.`,
+exit: 0 imported, 100 usage, unreadable file or bad lines, 111 store locked, daemon gone, or no answer within --wait SECONDS (default 30)`,
   export: `usage: qgreyctl export [--state DIR] > SAVEFILE
 
 Writes every stored record as a greydaemon save file on standard output, streaming.
-exit: 0 done, 100 usage or bad state directory, 111 store locked or daemon gone.`,
+exit: 0 done, 100 usage or bad state directory, 111 store locked, daemon gone, or no answer within --wait SECONDS (default 30)`,
   whitelist: `usage: qgreyctl whitelist check FILE IP
 
 Says whether IP matches the whitelist FILE, and which line matches (the most specific).
@@ -96,13 +98,13 @@ exit: 0 match, 1 no match, 100 usage or a bad or unreadable file.`,
 
 Marks IP known good from now on, as if one of its triplets had just passed: its mail is
 accepted until it has been idle for the daemon's timeout (-t). Logged by a running daemon.
-exit: 0 done, 100 usage, 111 store locked or daemon gone.`,
+exit: 0 done, 100 usage, 111 store locked, daemon gone, or no answer within --wait SECONDS (default 30)`,
   forget: `usage: qgreyctl forget IP [SENDER RCPT] [--state DIR]
 
 Deletes IP's known-good record and all of its triplets; or, with SENDER and RCPT, that one
 triplet (keyed as the daemon keys it: spaces removed, lower-cased, '' or '<>' for a bounce).
 Logged by a running daemon.
-exit: 0 deleted, 1 nothing to delete, 100 usage, 111 store locked or daemon gone.`,
+exit: 0 deleted, 1 nothing to delete, 100 usage, 111 store locked, daemon gone, or no answer within --wait SECONDS (default 30)`,
   report: `usage: qgreyctl report [--retry SECONDS] [--top N] [--json] [--html FILE] [LOGFILE...]
 
 Reads the daemon's log (multilog output, raw "@4000..." stamps or tai64nlocal times, or no
@@ -190,7 +192,7 @@ function stateDir(a: minimist.ParsedArgs, globalState: string | undefined): stri
   return s;
 }
 
-const SETTINGS_SPEC = { string: ['t', 'g', 'm'], alias: { t: 'timeout', g: 'grey-window', m: 'min-resend' } };
+const SETTINGS_SPEC = { string: ['t', 'g', 'm', 'wait'], alias: { t: 'timeout', g: 'grey-window', m: 'min-resend' } };
 
 /** The direct-mode settings from -t/-g/-m, as qgreyd reads them; which were given. */
 function settingsArgs(cmd: string, a: minimist.ParsedArgs): { settings: Settings; given: string[] } {
@@ -213,6 +215,17 @@ function settingsArgs(cmd: string, a: minimist.ParsedArgs): { settings: Settings
   return { settings: settingsFrom(v.t, v.g, v.m), given };
 }
 
+/** --wait SECONDS: how long a command waits for each answer from a running daemon. */
+function waitArg(cmd: string, a: minimist.ParsedArgs): number {
+  const raw = last(a.wait);
+  if (raw === undefined) return DEFAULT_WAIT_MS;
+  const n = raw.trim() === '' ? NaN : Number(raw);
+  if (!Number.isFinite(n) || n <= 0 || n > 86400) {
+    throw new Usage(`${cmd}: --wait ${JSON.stringify(raw)} is not a number of seconds (more than 0, at most 86400); e.g. --wait ${DEFAULT_WAIT_MS / 1000}`);
+  }
+  return n * 1000;
+}
+
 function settingsText(s: Settings): string {
   return `timeout ${s.timeout / 86400}d, grey-window ${s.greyWindow / 3600}h, min-resend ${s.minResend / 60}m`;
 }
@@ -225,7 +238,7 @@ async function withBackend<T>(
   fn: (b: Backend) => Promise<T>,
 ): Promise<T> {
   const { settings, given } = settingsArgs(cmd, a);
-  const backend = await openBackend({ stateDir: stateDir(a, globalState), settings, create });
+  const backend = await openBackend({ stateDir: stateDir(a, globalState), settings, create, waitMs: waitArg(cmd, a) });
   if (backend.mode === 'daemon' && given.length > 0) {
     process.stderr.write(`qgreyctl: ${cmd}: the daemon is running, so its own settings apply (${settingsText(backend.settings)}); ${given.join(' ')} ignored\n`);
   }
@@ -523,7 +536,7 @@ async function cmdImport(argv: string[], globalState: string | undefined): Promi
 }
 
 async function cmdExport(argv: string[], globalState: string | undefined): Promise<number> {
-  const { a, pos } = parse('export', argv, {});
+  const { a, pos } = parse('export', argv, { string: ['wait'] });
   if (a.help) return help('export');
   if (pos.length > 0) throw new Usage(`export: unexpected argument ${JSON.stringify(pos[0])}; export writes to standard output (qgreyctl export > savefile)`);
   return withBackend('export', a, globalState, false, async (b) => {
@@ -572,7 +585,7 @@ async function cmdWhitelist(argv: string[]): Promise<number> {
 }
 
 async function cmdAllow(argv: string[], globalState: string | undefined): Promise<number> {
-  const { a, pos } = parse('allow', argv, {});
+  const { a, pos } = parse('allow', argv, { string: ['wait'] });
   if (a.help) return help('allow');
   if (pos.length !== 1) throw new Usage('allow: needs one IP address; see qgreyctl allow --help');
   const ip = requireIp('allow', pos[0]);
@@ -585,7 +598,7 @@ async function cmdAllow(argv: string[], globalState: string | undefined): Promis
 }
 
 async function cmdForget(argv: string[], globalState: string | undefined): Promise<number> {
-  const { a, pos } = parse('forget', argv, {});
+  const { a, pos } = parse('forget', argv, { string: ['wait'] });
   if (a.help) return help('forget');
   if (pos.length !== 1 && pos.length !== 3) throw new Usage('forget: needs IP, or IP SENDER RCPT; see qgreyctl forget --help');
   const ip = requireIp('forget', pos[0]);

@@ -60,7 +60,16 @@ async function main(argv: string[]): Promise<void> {
 
   // read before -u drops privileges: the daemon's user need not be able to read the installation
   const ver = version();
-  const log = new LineWriter();
+  // Under daemontools svscan holds the log pipe open while multilog restarts, so EPIPE means
+  // there is no supervised reader at all: exiting would only turn every request into a
+  // deferral (IndiMail's client) with nobody to restart us, so the daemon keeps deciding.
+  // stderr is often the same pipe (2>&1): its failure must not kill the daemon either.
+  process.stderr.on('error', () => undefined);
+  const log = new LineWriter(process.stdout, undefined, (err) => {
+    process.stderr.write(
+      `qgreyd: the log reader went away (standard output: ${err.code ?? err.message}); qgreyd keeps answering requests, but its decision log is lost until it is restarted with a reader on standard output (under daemontools: check the log service, svstat /service/qgreyd/log)\n`,
+    );
+  });
   // Signals that come during start-up (supervise may send them at any time) must not kill
   // the process with its default action: SIGHUP is a no-op until the whitelist is in place,
   // SIGTERM and SIGINT stop the daemon as soon as it can stop cleanly.
