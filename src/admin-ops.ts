@@ -300,7 +300,8 @@ export const MAX_FUTURE = 86400;
 /** Whether a field must be escaped: a byte the save file or greydaemon's reader would take
  *  for a separator or line end (controls and the space). */
 function needsEscape(field: string): boolean {
-  return /[\x00-\x20]/.test(field);
+  for (let i = 0; i < field.length; i++) if (field.charCodeAt(i) <= 0x20) return true;
+  return false;
 }
 
 function escapeSaveField(field: string): string {

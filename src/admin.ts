@@ -15,7 +15,7 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { join, relative } from 'node:path';
-import { allow, canonicalIp, dump, saveFileIp, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
+import { allow, dump, saveFileIp, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
 import type { Greylist } from './greylist.js';
 import { escapeField, quoted, type LineWriter } from './log.js';
 import type { Store } from './store.js';

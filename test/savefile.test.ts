@@ -3,7 +3,7 @@
 // running daemon); plain greydaemon files are read byte for byte as before. And qgreyctl does
 // not wait forever on a daemon that does not answer.
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { formatSaveLine, parseSaveLine } from '../src/admin-ops.js';
