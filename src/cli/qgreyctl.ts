@@ -16,7 +16,7 @@ import { escapeField } from '../log.js';
 import { settingsFrom, type Settings } from '../policy.js';
 import { decodeReply, encodeRequest, isAccept, normaliseIp, replyText, type Verdict } from '../protocol.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
-import { Whitelist, WhitelistError } from '../whitelist.js';
+import { warningText, Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, parseListen, UsageError } from './args.js';
 
 const EXIT_OK = 0;
@@ -86,6 +86,8 @@ exit: 0 done, 100 usage or bad state directory, 111 store locked or daemon gone.
   whitelist: `usage: qgreyctl whitelist check FILE IP
 
 Says whether IP matches the whitelist FILE, and which line matches (the most specific).
+Lines not in a clean form (greydaemon's sloppy forms) are read as greydaemon read them, and
+each is named on stderr with how it was read, as qgreyd logs it.
 exit: 0 match, 1 no match, 100 usage or a bad or unreadable file.`,
   allow: `usage: qgreyctl allow IP [--state DIR]
 
@@ -538,6 +540,7 @@ async function cmdWhitelist(argv: string[]): Promise<number> {
     if (e instanceof WhitelistError) throw new CtlError(`whitelist check: ${e.message}; qgreyd would refuse this file too`, EXIT_PERMANENT);
     throw e;
   }
+  for (const w of wl.warnings) process.stderr.write(`qgreyctl: warning: ${warningText(w)}\n`);
   const m = wl.match(ipText);
   if (m === undefined) {
     await write(`${ipText} does not match ${file} (${wl.size} entries)\n`);

@@ -5,12 +5,13 @@ import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { AllowList } from '../access.js';
 import { AdminServer } from '../admin.js';
-import { Greylist } from '../greylist.js';
+import { Greylist, unixNow } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
 import { settingsFrom } from '../policy.js';
+import { adoptStatePath, SaveFileError, statePathLogLines } from '../savefile.js';
 import { Server } from '../server.js';
 import { Store, StoreError } from '../store.js';
-import { Whitelist, WhitelistError } from '../whitelist.js';
+import { Whitelist, WhitelistError, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, prepareStateDir, type Account } from './privileges.js';
 import { repairStore } from './repair.js';
@@ -68,6 +69,7 @@ async function main(argv: string[]): Promise<void> {
   let account: Account | null = null;
   try {
     if (options.whitelist !== null) whitelist = Whitelist.load(options.whitelist);
+    for (const w of whitelist.warnings) log.line(warningLogLine(w));
     if (options.user !== null) {
       account = lookupUser(options.user);
       if (process.getuid?.() !== 0) throw new UsageError(`-u ${options.user}: only root can change user; run qgreyd as root, or leave out -u`);
@@ -92,6 +94,17 @@ async function main(argv: string[]): Promise<void> {
     if (err.code === 'EACCES') fail(`cannot listen on ${where}: permission denied (ports below 1024 need root; use -u to drop privileges after binding)`, EXIT_PERMANENT);
     if (err.code === 'EADDRNOTAVAIL') fail(`cannot listen on ${where}: that address is not on this host`, EXIT_PERMANENT);
     fail(`cannot listen on ${where}: ${err.message}`, EXIT_TEMPORARY);
+  }
+
+  // greydaemon's last argument is its save file: imported once into a store directory beside
+  // it, before -u so that the directory can be made for the user wherever the file lies
+  try {
+    const statePath = await adoptStatePath(options.stateDir, settings, { now: unixNow(), owner: account });
+    for (const line of statePathLogLines(statePath)) log.line(line);
+    options.stateDir = statePath.dir;
+  } catch (e) {
+    if (e instanceof SaveFileError) fail(e.message, e.temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
+    throw e;
   }
 
   try {
@@ -170,6 +183,7 @@ async function main(argv: string[]): Promise<void> {
     }
     try {
       gl.whitelist = Whitelist.load(options.whitelist);
+      for (const w of gl.whitelist.warnings) log.line(warningLogLine(w));
       log.line(`whitelist reloaded file=${options.whitelist} entries=${gl.whitelist.size}`);
     } catch (e) {
       log.line(`error whitelist reload failed, keeping the old list (${gl.whitelist.size} entries): ${quoted((e as Error).message)}`);
