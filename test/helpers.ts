@@ -33,8 +33,8 @@ export interface Daemon {
 }
 
 /** Starts qgreyd with args (listen address and state dir included) and waits for its start line. */
-export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Daemon> {
-  const proc = spawn(process.execPath, [QGREYD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Daemon> {
+  const proc = spawn(process.execPath, [QGREYD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd });
   const lines: string[] = [];
   let err = '';
   let partial = '';
