@@ -45,7 +45,8 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
 
   ipaddr[:port]  address to listen on (default ${DEFAULT_HOST}:${DEFAULT_PORT});
                  IPv6 as ::1 or [::1]:1999; port 0 picks a free port
-  statedir       LevelDB state directory, created if missing (default ${DEFAULT_STATE})
+  statedir       LevelDB state directory, created if missing (default ${DEFAULT_STATE}); a
+                 greydaemon save file here is imported once into statedir.qgreyd
 
   -t, --timeout DAYS          a known-good IP stays known this long after its last use (7)
   -g, --grey-window HOURS     latest acceptable retry after first sight (12)
