@@ -172,6 +172,12 @@ describe("greydaemon's save file as the state path", () => {
     assert.equal(await query(d.port, '192.0.2.30', 'a@x.example', ['b@y.example']), '0001', 'not re-imported');
     assert.equal(await query(d.port, '192.0.2.20', 'other@x.example', ['other@y.example']), '0102', 'the first run\'s decisions kept');
     assert.equal(await query(d.port, '192.0.2.21', 'carol@example.com', ['dave@example.org']), '0002', 'imported time kept, not restarted');
+    // qgreyctl takes the path qgreyd was given
+    const dumped = await ctl(['--state', 'save/savefile', 'dump', '--ip', '192.0.2.21'], { cwd: svc });
+    assert.equal(dumped.code, 0, dumped.stderr);
+    assert.match(dumped.stdout, /^triplet 192\.0\.2\.21 <carol@example\.com> <dave@example\.org> first-seen=/);
+    // answered by the daemon, through the admin socket in the imported store
+    await d.waitForLine(/^admin op=dump /);
     assert.equal(await d.stop(), 0);
   });
 
@@ -187,8 +193,12 @@ describe("greydaemon's save file as the state path", () => {
     assert.equal(await d.stop(), 0);
   });
 
-  it('takes an empty save file (a new greydaemon installation) as no state', async () => {
+  it('takes an empty save file (a new greydaemon installation) as no state; qgreyctl does not create its store first', async () => {
     const { svc, store } = serviceDir('');
+    const early = await ctl(['--state', 'save/savefile', 'allow', '192.0.2.51'], { cwd: svc });
+    assert.equal(early.code, 100);
+    assert.match(early.stderr, /--state save\/savefile: a greydaemon save file that qgreyd has not imported yet; start qgreyd with it/);
+    assert.equal(existsSync(store), false);
     const d = await start(['127.0.0.1:0', 'save/savefile'], svc);
     assert.match(d.lines.find((l) => l.startsWith('import '))!, / lines=0 records=0 imported=0 /);
     assert.ok(statSync(store).isDirectory());

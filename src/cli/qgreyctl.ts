@@ -6,7 +6,7 @@
 // forget), 100 permanent error (usage, bad file), 111 temporary error (no answer, locked).
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { createReadStream, fstatSync, openSync, readFileSync, type Stats as FsStats } from 'node:fs';
+import { createReadStream, existsSync, fstatSync, openSync, readFileSync, type Stats as FsStats } from 'node:fs';
 import { isIP } from 'node:net';
 import minimist from 'minimist';
 import { CtlError, openBackend, type Backend } from '../admin-client.js';
@@ -15,6 +15,7 @@ import { unixNow } from '../greylist.js';
 import { escapeField } from '../log.js';
 import { settingsFrom, type Settings } from '../policy.js';
 import { decodeReply, encodeRequest, isAccept, normaliseIp, replyText, type Verdict } from '../protocol.js';
+import { storeDirFor } from '../savefile.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
 import { warningText, Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, parseListen, UsageError } from './args.js';
@@ -38,6 +39,7 @@ commands:
   report [--retry S] [--top N] [--json] [LOGFILE...]  summarise the decision log
 
   --state DIR   the daemon's state directory (default ${DEFAULT_STATE}); before or after COMMAND.
+                A greydaemon save file qgreyd was given stands for the store made from it.
                 When qgreyd runs, qgreyctl works through DIR/admin.sock; else it opens DIR itself.
   COMMAND --help shows a command's options.
 
@@ -178,7 +180,13 @@ function last(v: unknown): string | undefined {
 function stateDir(a: minimist.ParsedArgs, globalState: string | undefined): string {
   const s = last(a.state) ?? globalState ?? DEFAULT_STATE;
   if (s === '') throw new Usage('--state: an empty path; give the daemon\'s state directory');
-  return s;
+  // the same path as qgreyd's: a greydaemon save file stands for the store made from it, which
+  // only qgreyd may create (a store made first by qgreyctl would stop qgreyd's import)
+  const { dir, savefile } = storeDirFor(s);
+  if (savefile !== null && !existsSync(dir)) {
+    throw new CtlError(`--state ${s}: a greydaemon save file that qgreyd has not imported yet; start qgreyd with it (it imports it into ${dir}), or give a state directory`, EXIT_PERMANENT);
+  }
+  return dir;
 }
 
 const SETTINGS_SPEC = { string: ['t', 'g', 'm'], alias: { t: 'timeout', g: 'grey-window', m: 'min-resend' } };
