@@ -1,7 +1,8 @@
 // greydaemon's own files, unchanged: its whitelist (sloppy lines included) and its save file
 // as the state path, run with greydaemon's command line and checked over UDP.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
 import { appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -266,3 +267,72 @@ describe("greydaemon's save file as the state path", () => {
     }
   });
 });
+
+// greydaemon's service directory under daemontools' supervise, with only the program's path
+// changed in its run script
+const SUPERVISE = ['supervise', 'svc', 'svstat'].every((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status === 0);
+const SUPERVISE_SKIP = SUPERVISE || process.env.QGREYD_REQUIRE_DAEMONTOOLS === '1' ? false : 'daemontools is not installed (apt-get install daemontools)';
+
+describe("greydaemon's run script under supervise", () => {
+  it('works with only the program path changed', { skip: SUPERVISE_SKIP }, async () => {
+    const asRoot = process.getuid?.() === 0;
+    const user = asRoot ? `qgreyd-s${process.pid % 10000}${Math.floor(Math.random() * 1000)}` : null;
+    if (user !== null) execFileSync('useradd', ['-r', '-M', '-U', '-s', '/bin/false', user]);
+    let sup: ReturnType<typeof spawn> | null = null;
+    let svcDir = '';
+    try {
+      const now = unixNow();
+      const text = greydaemonSaveFile(now);
+      const { svc, savefile, store } = serviceDir(text);
+      svcDir = svc;
+      chmodSync(svc, 0o755);
+      if (user !== null) execFileSync('chown', [user, join(svc, 'save')]);
+      const port = await freeUdpPort();
+      // greydaemon's documented line; the port is the test's, as 1999 may be taken here
+      const flags = `-m 2 -g 24 -t 30${user === null ? '' : ` -u ${user}`} -w greywhite 127.0.0.1:${port} save/savefile`;
+      writeFileSync(join(svc, 'run'), `#!/bin/sh\nexec ${process.execPath} ${QGREYD} ${flags} 2>&1\n`, { mode: 0o755 });
+      const s = spawn('supervise', [svc], { stdio: ['ignore', 'pipe', 'pipe'] });
+      sup = s;
+      let out = '';
+      const started = new Promise<void>((resolve, reject) => {
+        s.stdout!.on('data', (c: Buffer) => {
+          out += c.toString('latin1');
+          if (/^start /m.test(out)) resolve();
+        });
+        s.on('exit', () => reject(new Error(`supervise exited: ${out}`)));
+      });
+      await started;
+      assert.match(out, new RegExp(`^import savefile=${savefile} state=${store} lines=307 records=307 imported=305 dead=2 `, 'm'));
+      assert.match(out, /^warning whitelist=greywhite:3 text="10\.9\.9\." read-as=10\.9\.9\.0\/24 /m);
+      assert.match(spawnSync('svstat', [svc], { encoding: 'utf8' }).stdout, /: up \(pid \d+\)/);
+      assert.equal(await query(port, '192.0.2.20', 'alice@example.com', ['bob@example.org']), '0103');
+      assert.equal(await query(port, '192.0.2.22', 'erin@example.com', ['frank@example.org']), '0001');
+      assert.equal(await query(port, '10.9.9.1', 'a@x.example', ['b@y.example']), '0101');
+      if (user !== null) assert.equal(statSync(store).uid, Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim()));
+      const exited = new Promise((r) => s.on('exit', r));
+      spawnSync('svc', ['-dx', svc]);
+      await exited;
+      sup = null;
+      assert.match(out, /^stopped /m);
+      assert.equal(readFileSync(savefile, 'latin1'), text);
+    } finally {
+      if (sup !== null) {
+        // stop the service first, so that no daemon outlives the test
+        spawnSync('svc', ['-dx', svcDir]);
+        sup.kill('SIGKILL');
+      }
+      if (user !== null) spawnSync('userdel', [user]);
+    }
+  });
+});
+
+function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
