@@ -1,8 +1,12 @@
 // The whitelist file of PROTOCOL.md: IPv4 (reference forms and CIDR) and IPv6 ranges.
 // Matching looks up one hash table per distinct prefix length in the file, so its cost does
 // not grow with the number of entries.
+// IPv4 lines are read as greydaemon reads them (its addrange), because admins copy their old
+// file over and a line greydaemon loaded must not stop qgreyd: whatever greydaemon took from a
+// line, qgreyd takes too, and says so in a warning when the line was not in a clean form.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { escapeField, quoted } from './log.js';
 import { ipv6Groups, normaliseIp } from './protocol.js';
 
 export interface WhitelistEntry {
@@ -12,6 +16,16 @@ export interface WhitelistEntry {
   text: string;
   family: 4 | 6;
   prefix: number;
+}
+
+/** A line that loaded, but not in a clean form: how it was read, and why that way. */
+export interface WhitelistWarning {
+  file: string;
+  line: number;
+  text: string;
+  /** the range taken, as CIDR */
+  readAs: string;
+  why: string;
 }
 
 export class WhitelistError extends Error {
@@ -25,6 +39,7 @@ export class Whitelist {
   private v4Prefixes: number[] = [];
   private v6Prefixes: number[] = [];
   readonly entries: WhitelistEntry[] = [];
+  readonly warnings: WhitelistWarning[] = [];
 
   constructor(readonly file: string | null = null) {}
 
@@ -51,11 +66,13 @@ export class Whitelist {
       const hash = lines[i].indexOf('#');
       const body = (hash >= 0 ? lines[i].slice(0, hash) : lines[i]).trim();
       if (body === '') continue;
-      const range = parseRange(body);
-      if (typeof range === 'string') {
-        throw new WhitelistError(`whitelist ${file}:${i + 1}: ${JSON.stringify(body)} ${range}`);
+      const r = parseWhitelistLine(body);
+      if ('error' in r) {
+        throw new WhitelistError(`whitelist ${file}:${i + 1}: ${JSON.stringify(body)} ${r.error}`);
       }
+      const { range } = r;
       wl.add({ file, line: i + 1, text: body, family: range.family, prefix: range.prefix }, range.network);
+      if (r.notes.length > 0) wl.warnings.push({ file, line: i + 1, text: body, readAs: formatRange(range), why: r.notes.join('; ') });
     }
     return wl;
   }
@@ -112,6 +129,16 @@ export class Whitelist {
   }
 }
 
+/** The warning as one line of text, for stderr and qgreyctl: `file:line: "text" read as ... (why)`. */
+export function warningText(w: WhitelistWarning): string {
+  return `${w.file}:${w.line}: ${JSON.stringify(w.text)} read as ${w.readAs} (${w.why})`;
+}
+
+/** The warning as a daemon log line. */
+export function warningLogLine(w: WhitelistWarning): string {
+  return `warning whitelist=${escapeField(w.file)}:${w.line} text=${quoted(w.text)} read-as=${w.readAs} why=${quoted(w.why)}`;
+}
+
 type Range = { family: 4; prefix: number; network: number } | { family: 6; prefix: number; network: bigint };
 
 /** A range, or what is wrong with the text. */
@@ -146,6 +173,102 @@ export function parseRange(body: string): Range | string {
     return { family: 4, prefix: prefix - 96, network: maskV4(ipv4ToInt(n.ip), prefix - 96) };
   }
   return { family: 6, prefix, network: maskV6(ipv6ToBigInt(n.ip), prefix) };
+}
+
+/** One whitelist line (comment and surrounding blanks removed): its range and, when the line
+ *  was not in a clean form, notes saying how it was read; or what makes it unreadable.
+ *  A first word with two or more colons is an IPv6 entry (this project's addition, read
+ *  strictly); anything else is read as greydaemon reads it. */
+export function parseWhitelistLine(body: string): { range: Range; notes: string[] } | { error: string } {
+  const first = body.split(/\s/, 1)[0];
+  if ((first.split('/', 1)[0].match(/:/g) ?? []).length >= 2) {
+    const r = parseRange(first);
+    if (typeof r === 'string') return { error: r };
+    const rest = body.slice(first.length).trim();
+    return { range: r, notes: rest === '' ? [] : [`the rest of the line (${JSON.stringify(rest)}) is ignored`] };
+  }
+  return readAsGreydaemon(body);
+}
+
+/** greydaemon's addrange, in its order: the first CIDR anywhere in the line, else the first
+ *  four-part dotted number, else three parts (/24), two (/16), one (/8); no digit at all is
+ *  the one line it dies on. The address's parts go through Perl's pack "C": missing parts
+ *  are 0, parts after the fourth are dropped, and a part above 255 wraps modulo 256. */
+const GREYDAEMON_FORMS: ReadonlyArray<readonly [RegExp, number | null]> = [
+  [/(\d[0-9.]+)\/(\d+)/, null],
+  [/\d+\.\d+\.\d+\.\d+/, 32],
+  [/\d+\.\d+\.\d+/, 24],
+  [/\d+\.\d+/, 16],
+  [/\d+/, 8],
+];
+
+function readAsGreydaemon(body: string): { range: Range; notes: string[] } | { error: string } {
+  let m: RegExpExecArray | null = null;
+  let fixed: number | null = null;
+  for (const [re, prefix] of GREYDAEMON_FORMS) {
+    m = re.exec(body);
+    if (m) {
+      fixed = prefix;
+      break;
+    }
+  }
+  if (m === null) {
+    return { error: 'has no address in it (greydaemon stops on such a line too); forms: 192.0.2.7, 192.0.2, 192.0, 192, 198.51.100.0/22, 2001:db8::1, 2001:db8::/32' };
+  }
+  const notes: string[] = [];
+  const before = body.slice(0, m.index).trim();
+  const after = body.slice(m.index + m[0].length).trim();
+  if (before !== '') notes.push(`the text before the address (${JSON.stringify(before)}) is ignored`);
+  if (after === '.') notes.push('the trailing dot is ignored');
+  else if (after !== '') notes.push(`the rest of the line (${JSON.stringify(after)}) is ignored`);
+
+  const cidr = fixed === null;
+  const parts = (cidr ? m[1] : m[0]).split('.');
+  // Perl's split drops trailing empty fields
+  let trailing = 0;
+  while (parts.length > 1 && parts[parts.length - 1] === '') {
+    parts.pop();
+    trailing++;
+  }
+  if (trailing > 0) notes.push(trailing === 1 ? 'the trailing dot is ignored' : 'the trailing dots are ignored');
+  if (parts.length > 4) notes.push(`the parts after the fourth (${JSON.stringify(parts.slice(4).join('.'))}) are ignored`);
+  const octets: number[] = [];
+  for (const p of parts.slice(0, 4)) {
+    if (p === '') {
+      notes.push('an empty part is read as 0');
+      octets.push(0);
+      continue;
+    }
+    const v = Number(BigInt(p) % 256n);
+    if (BigInt(p) > 255n) notes.push(`${p} is above 255 and wraps to ${v}, as in greydaemon`);
+    octets.push(v);
+  }
+  if (cidr && octets.length < 4) notes.push('the missing parts of the address are 0');
+  while (octets.length < 4) octets.push(0);
+  const addr = octetsToInt(octets);
+
+  let prefix = cidr ? Number(m[2]) : (fixed as number);
+  if (prefix > 32) {
+    notes.push(`/${m[2]} is longer than 32 bits and is read as /32`);
+    prefix = 32;
+  }
+  const network = maskV4(addr, prefix);
+  // greydaemon stored such an address unmasked and then matched it oddly (often never);
+  // the network the admin wrote is the useful reading
+  if (network !== addr) notes.push(`host bits are set; read as the whole /${prefix} network`);
+  return { range: { family: 4, prefix, network }, notes };
+}
+
+export function formatRange(r: Range): string {
+  if (r.family === 4) {
+    const n = r.network;
+    return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}/${r.prefix}`;
+  }
+  const groups: string[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(((r.network >> BigInt(i * 16)) & 0xffffn).toString(16));
+  // the canonical text, unless that would be the IPv4-mapped form of another family
+  const n = normaliseIp(groups.join(':'));
+  return `${n !== null && n.family === 6 ? n.ip : groups.join(':')}/${r.prefix}`;
 }
 
 function octetsToInt(o: number[]): number {

@@ -129,7 +129,7 @@ describe('qgreyd over UDP', () => {
     await d.waitForLine(/ip=192\.0\.2\.50 .*reply=01:01 reason=whitelisted whitelist=.*:2$/);
     writeFileSync(wl, '127.0.0.1\nnot-an-address\n');
     d.proc.kill('SIGHUP');
-    await d.waitForLine(/^error whitelist reload failed, keeping the old list \(2 entries\): .*:2: \\x22not-an-address\\x22 is not/);
+    await d.waitForLine(/^error whitelist reload failed, keeping the old list \(2 entries\): .*:2: \\x22not-an-address\\x22 has no address in it/);
     assert.equal(await query(d.port, '192.0.2.50', 'a@x', ['b@y']), '0101');
     assert.equal(await d.stop(), 0);
   });
@@ -212,7 +212,7 @@ describe('qgreyd start-up errors', () => {
     writeFileSync(wl, '127.0.0.1\n\n# x\nmx.example.com\n');
     const r = await runDaemon(['-w', wl, '127.0.0.1:0', join(dir(), 's')]);
     assert.equal(r.code, 100);
-    assert.match(r.stderr, new RegExp(`whitelist ${wl}:4: "mx.example.com" is not an IPv4 or IPv6 address`));
+    assert.match(r.stderr, new RegExp(`whitelist ${wl}:4: "mx.example.com" has no address in it`));
   });
 
   it('exits 100 for a missing whitelist file', async () => {
@@ -221,12 +221,12 @@ describe('qgreyd start-up errors', () => {
     assert.match(r.stderr, /whitelist \/nonexistent\/wl: cannot read it \(ENOENT\)/);
   });
 
-  it('exits 100 when the state directory is a regular file (an old save file)', async () => {
-    const f = join(dir(), 'savefile');
-    writeFileSync(f, 'I 1700000000 192.0.2.1\n');
+  it('exits 100 when the state path is a regular file with no save-file record in it', async () => {
+    const f = join(dir(), 'notes');
+    writeFileSync(f, 'remember the milk\n');
     const r = await runDaemon(['127.0.0.1:0', f]);
     assert.equal(r.code, 100);
-    assert.match(r.stderr, /state directory .*savefile is a regular file, not a directory/);
+    assert.match(r.stderr, /save file .*notes: no line of it is a greydaemon record \(line 1: .*\), so it is not a save file/);
   });
 
   it('exits 111 when the address is in use', async () => {

@@ -51,7 +51,8 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
                  IPv6 as ::1 or [::1]:1999; port 0 picks a free port. Several
                  separated by commas: 127.0.0.1,192.0.2.25. 0.0.0.0 means every IPv4
                  address of this host, :: every IPv4 and IPv6 address (re-read on SIGHUP)
-  statedir       LevelDB state directory, created if missing (default ${DEFAULT_STATE})
+  statedir       LevelDB state directory, created if missing (default ${DEFAULT_STATE}); a
+                 greydaemon save file here is imported once into statedir.qgreyd
 
   -t, --timeout DAYS          a known-good IP stays known this long after its last use (7)
   -g, --grey-window HOURS     latest acceptable retry after first sight (12)

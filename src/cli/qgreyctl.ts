@@ -6,7 +6,7 @@
 // forget), 100 permanent error (usage, bad file), 111 temporary error (no answer, locked).
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { createReadStream, fstatSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, type Stats as FsStats } from 'node:fs';
+import { createReadStream, existsSync, fstatSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, type Stats as FsStats } from 'node:fs';
 import { isIP } from 'node:net';
 import minimist from 'minimist';
 import { CtlError, DEFAULT_WAIT_MS, openBackend, type Backend } from '../admin-client.js';
@@ -15,10 +15,11 @@ import { unixNow } from '../greylist.js';
 import { escapeField } from '../log.js';
 import { settingsFrom, type Settings } from '../policy.js';
 import { decodeReply, encodeRequest, isAccept, normaliseIp, replyText, type Verdict } from '../protocol.js';
+import { storeDirFor } from '../savefile.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
 import { formatHtml } from '../report-html.js';
 import { StoreError } from '../store.js';
-import { Whitelist, WhitelistError } from '../whitelist.js';
+import { warningText, Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, parseListen, UsageError } from './args.js';
 import { cmdSpfWhitelist, SPF_WHITELIST_HELP } from './spf-whitelist.js';
 
@@ -43,6 +44,7 @@ commands:
                                                    a whitelist from big senders' SPF records
 
   --state DIR   the daemon's state directory (default ${DEFAULT_STATE}); before or after COMMAND.
+                A greydaemon save file qgreyd was given stands for the store made from it.
                 When qgreyd runs, qgreyctl works through DIR/admin.sock; else it opens DIR itself.
   --wait S      (after COMMAND) seconds to wait for each answer from a running daemon
                 (default ${DEFAULT_WAIT_MS / 1000}); no answer in time: exit 111.
@@ -93,6 +95,8 @@ exit: 0 done, 100 usage or bad state directory, 111 store locked, daemon gone, o
   whitelist: `usage: qgreyctl whitelist check FILE IP
 
 Says whether IP matches the whitelist FILE, and which line matches (the most specific).
+Lines not in a clean form (greydaemon's sloppy forms) are read as greydaemon read them, and
+each is named on stderr with how it was read, as qgreyd logs it.
 exit: 0 match, 1 no match, 100 usage or a bad or unreadable file.`,
   allow: `usage: qgreyctl allow IP [--state DIR]
 
@@ -189,7 +193,13 @@ function last(v: unknown): string | undefined {
 function stateDir(a: minimist.ParsedArgs, globalState: string | undefined): string {
   const s = last(a.state) ?? globalState ?? DEFAULT_STATE;
   if (s === '') throw new Usage('--state: an empty path; give the daemon\'s state directory');
-  return s;
+  // the same path as qgreyd's: a greydaemon save file stands for the store made from it, which
+  // only qgreyd may create (a store made first by qgreyctl would stop qgreyd's import)
+  const { dir, savefile } = storeDirFor(s);
+  if (savefile !== null && !existsSync(dir)) {
+    throw new CtlError(`--state ${s}: a greydaemon save file that qgreyd has not imported yet; start qgreyd with it (it imports it into ${dir}), or give a state directory`, EXIT_PERMANENT);
+  }
+  return dir;
 }
 
 const SETTINGS_SPEC = { string: ['t', 'g', 'm', 'wait'], alias: { t: 'timeout', g: 'grey-window', m: 'min-resend' } };
@@ -575,6 +585,7 @@ async function cmdWhitelist(argv: string[]): Promise<number> {
     if (e instanceof WhitelistError) throw new CtlError(`whitelist check: ${e.message}; qgreyd would refuse this file too`, EXIT_PERMANENT);
     throw e;
   }
+  for (const w of wl.warnings) process.stderr.write(`qgreyctl: warning: ${warningText(w)}\n`);
   const m = wl.match(ipText);
   if (m === undefined) {
     await write(`${ipText} does not match ${file} (${wl.size} entries)\n`);

@@ -7,13 +7,14 @@ import { performance } from 'node:perf_hooks';
 import { AllowList } from '../access.js';
 import { AdminServer } from '../admin.js';
 import { ClockWatch } from '../clock.js';
-import { Greylist } from '../greylist.js';
+import { Greylist, unixNow } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
 import { settingsFrom } from '../policy.js';
 import { isWildcard } from '../listen.js';
+import { adoptStatePath, SaveFileError, statePathLogLines } from '../savefile.js';
 import { ListenError, Server } from '../server.js';
 import { Store, StoreError } from '../store.js';
-import { Whitelist, WhitelistError } from '../whitelist.js';
+import { Whitelist, WhitelistError, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
 import { secureStateDir } from './statedir.js';
@@ -83,6 +84,7 @@ async function main(argv: string[]): Promise<void> {
   let account: Account | null = null;
   try {
     if (options.whitelist !== null) whitelist = Whitelist.load(options.whitelist);
+    for (const w of whitelist.warnings) log.line(warningLogLine(w));
     if (options.user !== null) {
       account = lookupUser(options.user);
       if (process.getuid?.() !== 0) throw new UsageError(`-u ${options.user}: only root can change user; run qgreyd as root, or leave out -u`);
@@ -107,6 +109,17 @@ async function main(argv: string[]): Promise<void> {
     if (e.code === 'EACCES') fail(`cannot listen on ${where}: permission denied (ports below 1024 need root; use -u to drop privileges after binding)`, EXIT_PERMANENT);
     if (e.code === 'EADDRNOTAVAIL') fail(`cannot listen on ${where}: that address is not on this host`, EXIT_PERMANENT);
     fail(`cannot listen on ${where}: ${e.message}`, EXIT_TEMPORARY);
+  }
+
+  // greydaemon's last argument is its save file: imported once into a store directory beside
+  // it, before -u so that the directory can be made for the user wherever the file lies
+  try {
+    const statePath = await adoptStatePath(options.stateDir, settings, { now: unixNow(), owner: account });
+    for (const line of statePathLogLines(statePath)) log.line(line);
+    options.stateDir = statePath.dir;
+  } catch (e) {
+    if (e instanceof SaveFileError) fail(e.message, e.temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
+    throw e;
   }
 
   try {
@@ -236,6 +249,7 @@ async function main(argv: string[]): Promise<void> {
     }
     try {
       gl.whitelist = Whitelist.load(options.whitelist);
+      for (const w of gl.whitelist.warnings) log.line(warningLogLine(w));
       log.line(`whitelist reloaded file=${options.whitelist} entries=${gl.whitelist.size}`);
     } catch (e) {
       log.line(`error whitelist reload failed, keeping the old list (${gl.whitelist.size} entries): ${quoted((e as Error).message)}`);
