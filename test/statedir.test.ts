@@ -65,6 +65,15 @@ test('a state directory, or a parent, that another user owns or can write is ref
     chownSync(grp, 0, mallory.gid);
     await refused(['127.0.0.1:0', join(grp, 'new')], new RegExp(`${grp} is writable by group ${mallory.name} \\(gid ${mallory.gid}\\) \\(mode 0775\\)`));
     assert.deepEqual(readdirSync(grp), [], 'nothing was created there');
+    // a greydaemon save file as the state path, in a group-writable directory: refused before
+    // its store directory is made beside it
+    const saveDir = join(dir, 'save');
+    mkdirSync(saveDir, { mode: 0o775 });
+    chmodSync(saveDir, 0o775);
+    chownSync(saveDir, 0, mallory.gid);
+    writeFileSync(join(saveDir, 'savefile'), 'I 1700000000 192.0.2.1\n');
+    await refused(['127.0.0.1:0', join(saveDir, 'savefile')], new RegExp(`${saveDir} is writable by group ${mallory.name}`));
+    assert.deepEqual(readdirSync(saveDir), ['savefile'], 'no store directory was made beside the save file');
     // the state directory itself is never allowed to be writable by others, sticky or not
     const sticky = join(dir, 'sticky');
     mkdirSync(sticky);

@@ -11,13 +11,13 @@ import { Greylist, unixNow } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
 import { settingsFrom } from '../policy.js';
 import { isWildcard } from '../listen.js';
-import { adoptStatePath, SaveFileError, statePathLogLines } from '../savefile.js';
+import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
 import { ListenError, Server } from '../server.js';
 import { Store, StoreError } from '../store.js';
 import { Whitelist, WhitelistError, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
-import { secureStateDir } from './statedir.js';
+import { checkStatePath, secureStateDir } from './statedir.js';
 import { repairStore } from './repair.js';
 
 export const EXIT_PERMANENT = 100;
@@ -114,11 +114,15 @@ async function main(argv: string[]): Promise<void> {
   // greydaemon's last argument is its save file: imported once into a store directory beside
   // it, before -u so that the directory can be made for the user wherever the file lies
   try {
+    // the store directory beside a save file is written before secureStateDir() runs: its
+    // place must pass the same check first
+    checkStatePath(storeDirFor(options.stateDir).dir, account);
     const statePath = await adoptStatePath(options.stateDir, settings, { now: unixNow(), owner: account });
     for (const line of statePathLogLines(statePath)) log.line(line);
     options.stateDir = statePath.dir;
   } catch (e) {
     if (e instanceof SaveFileError) fail(e.message, e.temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
+    if (e instanceof UsageError) fail(e.message, EXIT_PERMANENT);
     throw e;
   }
 

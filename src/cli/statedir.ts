@@ -72,8 +72,7 @@ export function checkStateDir(dir: string, uid: number, userName: string): void 
  *  dropped), and checks it again, now that it exists: nobody can have slipped their own
  *  directory in between, or it is refused. */
 export function secureStateDir(dir: string, account: Account | null): void {
-  const uid = account?.uid ?? process.geteuid?.() ?? 0;
-  const name = account?.name ?? (uid === 0 ? 'root' : nameOf(uid));
+  const { uid, name } = daemonUser(account);
   checkStateDir(dir, uid, name);
   const path = resolve(dir);
   let exists = true;
@@ -98,6 +97,18 @@ export function secureStateDir(dir: string, account: Account | null): void {
     }
   }
   checkStateDir(dir, uid, name);
+}
+
+/** Checks the state directory's path for the daemon's user without creating anything: for a
+ *  place qgreyd is about to write in before secureStateDir() can run (a save file's import). */
+export function checkStatePath(dir: string, account: Account | null): void {
+  const { uid, name } = daemonUser(account);
+  checkStateDir(dir, uid, name);
+}
+
+function daemonUser(account: Account | null): { uid: number; name: string } {
+  const uid = account?.uid ?? process.geteuid?.() ?? 0;
+  return { uid, name: account?.name ?? (uid === 0 ? 'root' : nameOf(uid)) };
 }
 
 /** lchown: whatever is at the path now, a link is never followed */
