@@ -10,8 +10,9 @@ import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './
 /** Recipients shown in one log line; the rest are counted. */
 const LOG_RECIPIENTS = 50;
 /** Requests read but not yet answered, at most (by count and by datagram bytes). Past this the
- *  daemon is not keeping up; further datagrams are dropped unanswered, which the client
- *  treats as accept, exactly as when the kernel drops them: memory stays bounded. */
+ *  daemon is not keeping up; further requests are answered "not decided" at once without
+ *  being held, so memory stays bounded and no client waits for a reply that will not come
+ *  (IndiMail's qmail-smtpd defers and hangs up on silence). */
 export const MAX_IN_FLIGHT = 20_000;
 export const MAX_IN_FLIGHT_BYTES = 32 * 1024 * 1024;
 
@@ -22,14 +23,26 @@ export interface ServerOptions {
   log: LineWriter;
   /** who may ask; default: everyone */
   allow?: AllowList;
+  /** answer "not decided" with a defer (00 04) instead of an accept (01 05) */
+  failClosed?: boolean;
+  /** the in-flight bounds; default MAX_IN_FLIGHT and MAX_IN_FLIGHT_BYTES */
+  maxInFlight?: number;
+  maxInFlightBytes?: number;
+  /** at close, how long requests still waiting for a batch may wait before they are answered
+   *  "not decided" (reason=shutdown); default SHUTDOWN_GRACE_MS */
+  shutdownGraceMs?: number;
 }
+
+/** Below the clients' 3-second wait, so that a stalled store cannot turn a restart into
+ *  silence for the requests read before it. */
+export const SHUTDOWN_GRACE_MS = 1500;
 
 export class Server {
   private socket: dgram.Socket | null = null;
   private inFlight = 0;
   private inFlightBytes = 0;
   private drained: Array<() => void> = [];
-  counters = { received: 0, malformed: 0, replied: 0, storeErrors: 0 };
+  counters = { received: 0, malformed: 0, replied: 0, storeErrors: 0, shutdown: 0 };
   readonly refused: RateLimitedCounter;
   readonly overload: RateLimitedCounter;
   private readonly allow: AllowList;
@@ -38,8 +51,14 @@ export class Server {
    *  after binding and dropping privileges */
   private early: Array<[Buffer, dgram.RemoteInfo]> = [];
   private earlyBytes = 0;
+  private readonly maxInFlight: number;
+  private readonly maxInFlightBytes: number;
+  private readonly notDecided: Verdict;
 
   constructor(private readonly opts: ServerOptions) {
+    this.maxInFlight = opts.maxInFlight ?? MAX_IN_FLIGHT;
+    this.maxInFlightBytes = opts.maxInFlightBytes ?? MAX_IN_FLIGHT_BYTES;
+    this.notDecided = opts.failClosed ? Verdict.NotDecidedClosed : Verdict.NotDecided;
     this.allow = opts.allow ?? AllowList.everyone();
     this.refused = new RateLimitedCounter((l) => opts.log.line(l), 'refused');
     this.overload = new RateLimitedCounter((l) => opts.log.line(l), 'overload');
@@ -79,16 +98,16 @@ export class Server {
     }
     const greylist = this.greylist;
     if (greylist === null) {
-      if (this.early.length < 10_000 && this.earlyBytes + msg.length <= MAX_IN_FLIGHT_BYTES) {
+      if (this.early.length < 10_000 && this.earlyBytes + msg.length <= this.maxInFlightBytes) {
         this.early.push([msg, rinfo]);
         this.earlyBytes += msg.length;
       } else {
-        this.overload.note(clientText(rinfo));
+        this.overloaded(msg, rinfo);
       }
       return;
     }
-    if (this.inFlight >= MAX_IN_FLIGHT || this.inFlightBytes + msg.length > MAX_IN_FLIGHT_BYTES) {
-      this.overload.note(clientText(rinfo));
+    if (this.inFlight >= this.maxInFlight || this.inFlightBytes + msg.length > this.maxInFlightBytes) {
+      this.overloaded(msg, rinfo);
       return;
     }
     this.counters.received++;
@@ -101,15 +120,29 @@ export class Server {
     const req = decoded.request;
     this.inFlight++;
     this.inFlightBytes += msg.length;
-    greylist.submit(req, (result) => {
-      this.answer(client, rinfo, msg, req, result);
-      this.inFlightBytes -= msg.length;
-      if (--this.inFlight === 0) {
-        const d = this.drained;
-        this.drained = [];
-        for (const f of d) f();
-      }
-    });
+    greylist.submit(
+      req,
+      (result) => {
+        this.answer(client, rinfo, msg, req, result);
+        this.inFlightBytes -= msg.length;
+        if (--this.inFlight === 0) {
+          const d = this.drained;
+          this.drained = [];
+          for (const f of d) f();
+        }
+      },
+      rinfo.address,
+    );
+  }
+
+  /** Over the in-flight bound: a request is answered "not decided" at once (one linear decode,
+   *  nothing held); what is not a request stays unanswered. Counted and logged at a rate
+   *  limit: one line per datagram would make the log the next bottleneck. */
+  private overloaded(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    this.overload.note(clientText(rinfo));
+    const decoded = decodeRequest(msg);
+    if (!decoded.ok || 'error' in decoded.request.tail) return;
+    this.socket?.send(encodeReply(this.notDecided), rinfo.port, rinfo.address);
   }
 
   private answer(client: string, rinfo: dgram.RemoteInfo, msg: Buffer, req: Request, result: Result): void {
@@ -117,7 +150,7 @@ export class Server {
       this.malformed(client, msg, result.error, req.ip);
       return;
     }
-    const verdict = result.kind === 'decision' ? result.decision.verdict : Verdict.Passed;
+    const verdict = result.kind === 'decision' ? result.decision.verdict : this.notDecided;
     this.socket?.send(encodeReply(verdict), rinfo.port, rinfo.address);
     this.counters.replied++;
     let line = `client=${client} ip=${req.ip}`;
@@ -127,13 +160,14 @@ export class Server {
       const more = rc.length > LOG_RECIPIENTS ? `,+${rc.length - LOG_RECIPIENTS}` : '';
       line += ` from=<${escapeField(req.tail.sender)}> to=${shown}${more}`;
     }
-    line += ` reply=${replyText(verdict)} reason=${result.kind === 'decision' ? verdict : 'store-error'}`;
+    line += ` reply=${replyText(verdict)} reason=${result.kind === 'decision' ? verdict : result.reason}`;
     if (result.kind === 'decision' && result.whitelistEntry) {
       line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
     }
-    if (result.kind === 'store-error') {
-      this.counters.storeErrors++;
-      line += ` error=${quoted(result.error)}`;
+    if (result.kind === 'undecided') {
+      if (result.reason === 'store-error') this.counters.storeErrors++;
+      else this.counters.shutdown++;
+      if (result.error !== undefined) line += ` error=${quoted(result.error)}`;
     }
     this.opts.log.line(line);
     if (this.opts.debug && result.kind === 'decision') {
@@ -158,7 +192,16 @@ export class Server {
     socket.removeAllListeners('message');
     this.refused.flush();
     this.overload.flush();
-    if (this.inFlight > 0) await new Promise<void>((r) => this.drained.push(r));
+    if (this.inFlight > 0) {
+      const drained = new Promise<void>((r) => this.drained.push(r));
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((r) => (timer = setTimeout(r, this.opts.shutdownGraceMs ?? SHUTDOWN_GRACE_MS)));
+      await Promise.race([drained, grace]);
+      clearTimeout(timer);
+      // what still waits for a batch is answered now; a batch already running finishes
+      this.greylist?.abandonWaiting('shutdown');
+      await drained;
+    }
     this.socket = null;
     await new Promise<void>((r) => socket.close(() => r()));
   }
