@@ -42,7 +42,7 @@ export const BATCH_BUDGET = 512 * 1024;
 export function requestCost(req: Request): number {
   let cost = 64 + req.ip.length;
   if (!('error' in req.tail)) {
-    const per = req.ip.length + req.tail.sender.length + 8;
+    const per = req.ip.length + req.tail.sender.length + 16;
     for (const r of req.tail.recipients) cost += per + r.length;
   }
   return cost;

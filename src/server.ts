@@ -42,6 +42,9 @@ export class Server {
   private inFlight = 0;
   private inFlightBytes = 0;
   private drained: Array<() => void> = [];
+  /** replies handed to the socket and not yet sent */
+  private sending = 0;
+  private sent: Array<() => void> = [];
   counters = { received: 0, malformed: 0, replied: 0, storeErrors: 0, shutdown: 0 };
   readonly refused: RateLimitedCounter;
   readonly overload: RateLimitedCounter;
@@ -142,7 +145,21 @@ export class Server {
     this.overload.note(clientText(rinfo));
     const decoded = decodeRequest(msg);
     if (!decoded.ok || 'error' in decoded.request.tail) return;
-    this.socket?.send(encodeReply(this.notDecided), rinfo.port, rinfo.address);
+    this.reply(encodeReply(this.notDecided), rinfo);
+  }
+
+  /** Sends a reply, counting it until the datagram has left: close() must not cancel it. */
+  private reply(bytes: Buffer, rinfo: dgram.RemoteInfo): void {
+    const socket = this.socket;
+    if (socket === null) return;
+    this.sending++;
+    socket.send(bytes, rinfo.port, rinfo.address, () => {
+      if (--this.sending === 0) {
+        const w = this.sent;
+        this.sent = [];
+        for (const f of w) f();
+      }
+    });
   }
 
   private answer(client: string, rinfo: dgram.RemoteInfo, msg: Buffer, req: Request, result: Result): void {
@@ -151,7 +168,7 @@ export class Server {
       return;
     }
     const verdict = result.kind === 'decision' ? result.decision.verdict : this.notDecided;
-    this.socket?.send(encodeReply(verdict), rinfo.port, rinfo.address);
+    this.reply(encodeReply(verdict), rinfo);
     this.counters.replied++;
     let line = `client=${client} ip=${req.ip}`;
     if (!('error' in req.tail)) {
@@ -202,6 +219,7 @@ export class Server {
       this.greylist?.abandonWaiting('shutdown');
       await drained;
     }
+    if (this.sending > 0) await new Promise<void>((r) => this.sent.push(r));
     this.socket = null;
     await new Promise<void>((r) => socket.close(() => r()));
   }
