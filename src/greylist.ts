@@ -6,10 +6,11 @@
 //
 // Fairness: requests wait in one queue per source address (the qmail-smtpd host), and a batch
 // takes them round-robin across sources until its budget of key bytes is spent, so one client
-// sending worst-case requests in a loop delays another's by at most two batches. Within one
-// source, requests are decided in arrival order.
+// sending worst-case requests in a loop delays another's by at most the batch in progress:
+// the other's request is in the next one. Within one source, requests are decided in arrival
+// order.
 import { decide, isDeadIp, isDeadTriplet, tripletKeys, type Decision, type RecordView, type Settings } from './policy.js';
-import type { Request } from './protocol.js';
+import { tripletBytes, type Request } from './protocol.js';
 import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
 import type { Whitelist, WhitelistEntry } from './whitelist.js';
 
@@ -36,14 +37,14 @@ interface PendingTask {
  *  throughput, small enough that a batch takes milliseconds. */
 export const BATCH_BUDGET = 512 * 1024;
 
-/** What a request may cost the store: the bytes of every triplet key it can read and write
- *  (each is ip + sender + recipient), with a floor for the IP record. Proportional to the work
- *  and memory the batch spends on it. */
+/** What a request may cost the store: the bytes of every triplet record it can read and
+ *  write (at most MAX_REQUEST_BYTES: the decoder refuses more), with a floor for the IP record.
+ *  Proportional to the work and memory the batch spends on it. */
 export function requestCost(req: Request): number {
   let cost = 64 + req.ip.length;
   if (!('error' in req.tail)) {
-    const per = req.ip.length + req.tail.sender.length + 16;
-    for (const r of req.tail.recipients) cost += per + r.length;
+    const s = req.tail.sender.length;
+    for (const r of req.tail.recipients) cost += tripletBytes(req.ip.length, s, r.length);
   }
   return cost;
 }
@@ -57,6 +58,9 @@ class Fifo<T> {
   }
   push(x: T): void {
     this.items.push(x);
+  }
+  peek(): T | undefined {
+    return this.items[this.head];
   }
   shift(): T | undefined {
     if (this.head >= this.items.length) return undefined;
@@ -113,7 +117,10 @@ export class Greylist {
     let q = this.sources.get(source);
     if (q === undefined) {
       q = new Fifo();
-      this.sources.set(source, q);
+      // a source with nothing waiting goes to the front of the ring, ahead of sources served
+      // in the batch now running: its request is in the next batch, whatever floods the queue
+      // (sources are mail servers on --allow: few, so rebuilding the ring costs little)
+      this.sources = this.sources.size === 0 ? this.sources.set(source, q) : new Map([[source, q], ...this.sources]);
     }
     q.push({ req, done, cost: requestCost(req) });
     this.waiting++;
@@ -169,6 +176,9 @@ export class Greylist {
     let spent = 0;
     while (this.waiting > 0 && (batch.length === 0 || spent < this.batchBudget)) {
       for (const [source, q] of this.sources) {
+        // a request that does not fit waits for the next batch, which it opens: small requests
+        // ahead of it are not held up by its work
+        if (batch.length > 0 && spent + q.peek()!.cost > this.batchBudget) return batch;
         const p = q.shift()!;
         this.waiting--;
         batch.push(p);

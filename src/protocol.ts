@@ -13,6 +13,18 @@ export const MAX_DATAGRAM = 65507;
 export const MAX_ADDRESS = 512;
 /** The longest client-ip field: an IPv6 address with an IPv4 tail and a zone fits easily. */
 export const MAX_CLIENT_IP = 64;
+/** The most bytes of triplet records one request may store (and so read, build and write):
+ *  see tripletBytes(). Every recipient stores a key holding the IP and the whole sender, so a
+ *  64 KB datagram of tiny recipients behind a long sender would store about 9.5 MB; real mail
+ *  stays under 1 MB even with a 254-byte sender and a datagram full of 20-byte recipients. A
+ *  request over this is not mail but an attack on the store: malformed. */
+export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
+
+/** What one recipient's triplet record may take in the store: the key (ip, sender, recipient
+ *  and separators) and the value, rounded up. */
+export function tripletBytes(ipLength: number, senderLength: number, rcptLength: number): number {
+  return ipLength + senderLength + rcptLength + 16;
+}
 
 /** A request whose first field was a client IP. `tail` is either the sender and recipients
  *  or, when they do not follow the format, why not. Whether a bad tail makes the whole request
@@ -62,7 +74,7 @@ export function decodeRequest(buf: Uint8Array): Decoded {
   if (first.charCodeAt(0) !== 0x49 /* I */) return { ok: false, error: 'first field does not start with I' };
   const ip = clientIp(first.slice(1));
   if (typeof ip === 'string') return { ok: false, error: ip };
-  return { ok: true, request: { ip: ip.ip, family: ip.family, tail: decodeTail(fields) } };
+  return { ok: true, request: { ip: ip.ip, family: ip.family, tail: decodeTail(fields, ip.ip.length) } };
 }
 
 /** The client-ip field: an address, normalised, or a printable token such as `unknown` (what
@@ -77,18 +89,23 @@ function clientIp(text: string): { ip: string; family: 0 | 4 | 6 } | string {
   return { ip: text, family: 0 };
 }
 
-function decodeTail(fields: string[]): Envelope | { error: string } {
+function decodeTail(fields: string[], ipLength: number): Envelope | { error: string } {
   if (fields.length < 2) return { error: 'no sender field' };
   const f = fields[1];
   if (f.charCodeAt(0) !== 0x46 /* F */) return { error: 'second field does not start with F' };
   if (f.length - 1 > MAX_ADDRESS) return { error: `sender of ${f.length - 1} bytes is longer than ${MAX_ADDRESS}` };
   const recipients = new Array<string>(fields.length - 2);
+  let bytes = 0;
   for (let i = 2; i < fields.length; i++) {
     const t = fields[i];
     if (t.charCodeAt(0) !== 0x54 /* T */) {
       return { error: t === '' ? `field ${i + 1} is empty` : `field ${i + 1} does not start with T` };
     }
     if (t.length - 1 > MAX_ADDRESS) return { error: `recipient ${i - 1} of ${t.length - 1} bytes is longer than ${MAX_ADDRESS}` };
+    bytes += tripletBytes(ipLength, f.length - 1, t.length - 1);
+    if (bytes > MAX_REQUEST_BYTES) {
+      return { error: `${fields.length - 2} recipients of a ${f.length - 1}-byte sender would store more than ${MAX_REQUEST_BYTES} bytes` };
+    }
     recipients[i - 2] = t.slice(1);
   }
   return { sender: f.slice(1), recipients };

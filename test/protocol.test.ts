@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_ADDRESS, MAX_DATAGRAM, normaliseIp, replyText, Verdict } from '../src/protocol.js';
+import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_ADDRESS, MAX_DATAGRAM, MAX_REQUEST_BYTES, normaliseIp, replyText, tripletBytes, Verdict } from '../src/protocol.js';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 
@@ -116,6 +116,17 @@ describe('decodeRequest', () => {
     assert.deepEqual(ok(encodeRequest('192.0.2.1', at, [at])).tail, { sender: at, recipients: [at] });
     assert.match((ok(encodeRequest('192.0.2.1', at + 'y', ['c@d'])).tail as { error: string }).error, /sender of 513 bytes is longer than 512/);
     assert.match((ok(encodeRequest('192.0.2.1', 'a@b', ['c@d', at + 'y'])).tail as { error: string }).error, /recipient 2 of 513 bytes is longer than 512/);
+  });
+
+  it(`bounds the bytes a request may store (${MAX_REQUEST_BYTES}), not its recipients`, () => {
+    const sender = 's'.repeat(MAX_ADDRESS - 2) + '@x';
+    const per = tripletBytes('192.0.2.1'.length, sender.length, 2);
+    const n = Math.floor(MAX_REQUEST_BYTES / per);
+    const rc = Array.from({ length: n + 1 }, (_, i) => String(10 + (i % 90)));
+    assert.equal((ok(encodeRequest('192.0.2.1', sender, rc.slice(0, n))).tail as { recipients: string[] }).recipients.length, n);
+    assert.match((ok(encodeRequest('192.0.2.1', sender, rc)).tail as { error: string }).error, /would store more than 2097152 bytes/);
+    // the same datagram size with a short sender is fine: it is the bytes stored that count
+    assert.equal((ok(encodeRequest('192.0.2.1', 'a@x', rc)).tail as { recipients: string[] }).recipients.length, n + 1);
   });
 
   it('rejects an oversized datagram and handles a maximal one', () => {
