@@ -84,7 +84,7 @@ function clientIp(text: string): { ip: string; family: 0 | 4 | 6 } | string {
   const n = normaliseIp(text);
   if (n !== null) return n;
   if (text === '') return 'the client IP field is empty';
-  if (text.length > MAX_CLIENT_IP) return `client IP field of ${text.length} bytes is longer than ${MAX_CLIENT_IP}`;
+  if (text.length > MAX_CLIENT_IP) return `client IP field of length ${text.length} is longer than ${MAX_CLIENT_IP}`;
   if (!/^[\x21-\x7e]+$/.test(text)) return 'client IP is neither an address nor printable text without spaces';
   return { ip: text, family: 0 };
 }
@@ -93,7 +93,7 @@ function decodeTail(fields: string[], ipLength: number): Envelope | { error: str
   if (fields.length < 2) return { error: 'no sender field' };
   const f = fields[1];
   if (f.charCodeAt(0) !== 0x46 /* F */) return { error: 'second field does not start with F' };
-  if (f.length - 1 > MAX_ADDRESS) return { error: `sender of ${f.length - 1} bytes is longer than ${MAX_ADDRESS}` };
+  if (f.length - 1 > MAX_ADDRESS) return { error: `sender of length ${f.length - 1} is longer than ${MAX_ADDRESS}` };
   const recipients = new Array<string>(fields.length - 2);
   let bytes = 0;
   for (let i = 2; i < fields.length; i++) {
@@ -101,7 +101,7 @@ function decodeTail(fields: string[], ipLength: number): Envelope | { error: str
     if (t.charCodeAt(0) !== 0x54 /* T */) {
       return { error: t === '' ? `field ${i + 1} is empty` : `field ${i + 1} does not start with T` };
     }
-    if (t.length - 1 > MAX_ADDRESS) return { error: `recipient ${i - 1} of ${t.length - 1} bytes is longer than ${MAX_ADDRESS}` };
+    if (t.length - 1 > MAX_ADDRESS) return { error: `recipient ${i - 1} of length ${t.length - 1} is longer than ${MAX_ADDRESS}` };
     bytes += tripletBytes(ipLength, f.length - 1, t.length - 1);
     if (bytes > MAX_REQUEST_BYTES) {
       return { error: `${fields.length - 2} recipients of a ${f.length - 1}-byte sender would store more than ${MAX_REQUEST_BYTES} bytes` };

@@ -170,7 +170,8 @@ export class Server {
     const verdict = result.kind === 'decision' ? result.decision.verdict : this.notDecided;
     this.reply(encodeReply(verdict), rinfo);
     this.counters.replied++;
-    let line = `client=${client} ip=${req.ip}`;
+    // a client IP sent as text is printable without spaces, and escaped like the addresses
+    let line = `client=${client} ip=${escapeField(req.ip)}`;
     if (!('error' in req.tail)) {
       const rc = req.tail.recipients;
       const shown = rc.slice(0, LOG_RECIPIENTS).map((r) => `<${escapeField(r)}>`).join(',');
@@ -196,7 +197,7 @@ export class Server {
 
   private malformed(client: string, msg: Buffer, error: string, ip?: string): void {
     this.counters.malformed++;
-    this.opts.log.line(`client=${client}${ip ? ` ip=${ip}` : ''} reply=none reason=malformed bytes=${msg.length} detail=${quoted(error)}`);
+    this.opts.log.line(`client=${client}${ip ? ` ip=${escapeField(ip)}` : ''} reply=none reason=malformed bytes=${msg.length} detail=${quoted(error)}`);
     if (this.opts.debug) {
       this.opts.log.line(`debug client=${client} datagram=${msg.subarray(0, 64).toString('hex')}${msg.length > 64 ? '...' : ''}`);
     }

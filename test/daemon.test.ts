@@ -100,7 +100,7 @@ describe('qgreyd over UDP', () => {
     await d.waitForLine(/ip=192\.0\.2\.30 reply=none reason=malformed bytes=\d+ detail="field 4 does not start with T"/);
     await d.waitForLine(/reason=malformed bytes=0 detail="empty datagram"/);
     await d.waitForLine(/detail="client IP is neither an address nor printable text without spaces"/);
-    await d.waitForLine(/detail="recipient 2 of 513 bytes is longer than 512"/);
+    await d.waitForLine(/detail="recipient 2 of length 513 is longer than 512"/);
     assert.equal(d.proc.exitCode, null);
     assert.equal(await d.stop(), 0);
   });
