@@ -153,14 +153,17 @@ export class Server {
     const socket = this.socket;
     if (socket === null) return;
     this.sending++;
-    socket.send(bytes, rinfo.port, rinfo.address, () => {
-      if (--this.sending === 0) {
-        const w = this.sent;
-        this.sent = [];
-        for (const f of w) f();
-      }
-    });
+    socket.send(bytes, rinfo.port, rinfo.address, this.onSent);
   }
+
+  /** one callback for every reply: no closure per request on the hot path */
+  private readonly onSent = (): void => {
+    if (--this.sending === 0) {
+      const w = this.sent;
+      this.sent = [];
+      for (const f of w) f();
+    }
+  };
 
   private answer(client: string, rinfo: dgram.RemoteInfo, msg: Buffer, req: Request, result: Result): void {
     if (result.kind === 'malformed') {
