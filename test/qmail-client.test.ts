@@ -6,7 +6,7 @@ import dgram from 'node:dgram';
 import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { buildRequest, clientIpField, type Family, NETQMAIL_MAX_REQUEST, parseGreyip, QmailSmtpd } from './qmail-client.js';
+import { buildRequest, clientIpField, type Family, NETQMAIL_MAX_REQUEST, type Outcome, parseGreyip, QmailSmtpd } from './qmail-client.js';
 import { removeDir, startDaemon, tempDir, type Daemon } from './helpers.js';
 
 const FAMILIES: Family[] = ['netqmail', 'indimail'];
@@ -162,7 +162,11 @@ for (const family of FAMILIES) {
     it('a burst past the in-flight bound is answered 01 05 (accepted), not dropped', async () => {
       const d = await start(['-m', '600'], { QGREYD_MAX_IN_FLIGHT: '1' });
       const c = client(family, d.port, 2000);
-      const out = await Promise.all(Array.from({ length: 64 }, (_, i) => c.check(v4(`192.0.2.${i + 10}`), 'a@x.example', ['b@y.example'])));
+      // bursts of 64 at once until one overlaps a batch (the first one nearly always does)
+      const out: Outcome[] = [];
+      for (let burst = 0; burst < 5 && !out.some((o) => o.reply === '0105'); burst++) {
+        out.push(...(await Promise.all(Array.from({ length: 64 }, (_, i) => c.check(v4(`192.0.${burst}.${i + 10}`), 'a@x.example', ['b@y.example'])))));
+      }
       assert.deepEqual(out.filter((o) => o.cause !== 'reply').map((o) => o.cause), [], 'every message got a reply');
       const counts = new Map<string, number>();
       for (const o of out) counts.set(o.reply!, (counts.get(o.reply!) ?? 0) + 1);
