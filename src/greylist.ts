@@ -1,28 +1,85 @@
-// The decision queue. Requests are decided strictly in arrival order, in batches: every
-// datagram that arrived during one event-loop turn is decided against the store (plus the
-// batch's own earlier changes), the batch's changes are written to LevelDB in one atomic
-// write (a group commit), and only then are the replies released. Other work that touches
-// the store (the expiry sweep, admin changes) runs between batches, never inside one.
-import { decide, isDeadIp, isDeadTriplet, isFuture, tripletKeys, type Decision, type RecordView, type Settings } from './policy.js';
+// The decision queue. Requests are decided in batches: the requests taken for one batch are
+// decided against the store (plus the batch's own earlier changes), the batch's changes are
+// written to LevelDB in one atomic write (a group commit), and only then are the replies
+// released. Other work that touches the store (the expiry sweep, admin changes) runs between
+// batches, never inside one.
+//
+// Fairness: requests wait in one queue per source address (the qmail-smtpd host), and a batch
+// takes them round-robin across sources until its budget of key bytes is spent, so one client
+// sending worst-case requests in a loop delays another's by at most the batch in progress:
+// the other's request is in the next one. Within one source, requests are decided in arrival
+// order.
 import type { OpsContext } from './admin-ops.js';
-import type { Request } from './protocol.js';
+import { decide, isDeadIp, isDeadTriplet, isFuture, tripletKeys, type Decision, type RecordView, type Settings } from './policy.js';
+import { tripletBytes, type Request } from './protocol.js';
 import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
 import type { Whitelist, WhitelistEntry } from './whitelist.js';
+
+/** Why a well-formed request could not be decided. */
+export type UndecidedReason = 'store-error' | 'shutdown';
 
 export type Result =
   | { kind: 'decision'; decision: Decision; whitelistEntry?: WhitelistEntry }
   | { kind: 'malformed'; error: string }
-  | { kind: 'store-error'; error: string };
+  | { kind: 'undecided'; reason: UndecidedReason; error?: string };
 
 type Done = (r: Result) => void;
 interface PendingRequest {
   req: Request;
   done: Done;
+  cost: number;
 }
 interface PendingTask {
   task: () => Promise<void>;
 }
-type Pending = PendingRequest | PendingTask;
+
+/** A batch stops taking requests once their costs reach this many bytes (it always takes at
+ *  least one). About 4,000 ordinary requests: large enough that group commit keeps its
+ *  throughput, small enough that a batch takes milliseconds. */
+export const BATCH_BUDGET = 512 * 1024;
+
+/** What a request may cost the store: the bytes of every triplet record it can read and
+ *  write (at most MAX_REQUEST_BYTES: the decoder refuses more), with a floor for the IP record.
+ *  Proportional to the work and memory the batch spends on it. */
+export function requestCost(req: Request): number {
+  let cost = 64 + req.ip.length;
+  if (!('error' in req.tail)) {
+    const s = req.tail.sender.length;
+    for (const r of req.tail.recipients) cost += tripletBytes(req.ip.length, s, r.length);
+  }
+  return cost;
+}
+
+/** A FIFO with O(1) take, for one source's waiting requests. */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(x: T): void {
+    this.items.push(x);
+  }
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const x = this.items[this.head];
+    this.items[this.head++] = undefined as T;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+  drain(): T[] {
+    const out = this.items.slice(this.head);
+    this.items = [];
+    this.head = 0;
+    return out;
+  }
+}
 
 export interface SweepReport {
   scanned: number;
@@ -45,7 +102,10 @@ interface SweepMade {
 export type StoreOp = readonly [key: string, time: number | null];
 
 export class Greylist {
-  private queue: Pending[] = [];
+  /** waiting requests by source; the Map's order is the round-robin ring */
+  private sources = new Map<string, Fifo<PendingRequest>>();
+  private waiting = 0;
+  private tasks: PendingTask[] = [];
   private running = false;
   private idleWaiters: Array<() => void> = [];
   private sweeping: Promise<SweepReport> | null = null;
@@ -63,6 +123,8 @@ export class Greylist {
   /** A test seam: awaited after the sweep chose a chunk's changes from its snapshot and
    *  before it hands them over. */
   onSweepChunk: ((ops: readonly StoreOp[]) => Promise<void>) | null = null;
+  /** the budget of one batch, in cost bytes (a knob for tests) */
+  batchBudget = BATCH_BUDGET;
 
   constructor(
     readonly store: Store,
@@ -101,27 +163,54 @@ export class Greylist {
     for (const k of keys) this.sweepWatch.add(k);
   }
 
-  /** Queue a request; `done` is called once its decision is stored (or could not be). */
-  submit(req: Request, done: Done): void {
-    this.queue.push({ req, done });
+  /** Queue a request from `source` (the client's address); `done` is called once its
+   *  decision is stored (or could not be). */
+  submit(req: Request, done: Done, source = ''): void {
+    let q = this.sources.get(source);
+    if (q === undefined) {
+      q = new Fifo();
+      // a source with nothing waiting goes to the front of the ring, ahead of sources served
+      // in the batch now running: its request is in the next batch, whatever floods the queue
+      // (sources are mail servers on --allow: few, so rebuilding the ring costs little)
+      this.sources = this.sources.size === 0 ? this.sources.set(source, q) : new Map([[source, q], ...this.sources]);
+    }
+    q.push({ req, done, cost: requestCost(req) });
+    this.waiting++;
     this.kick();
   }
 
-  decideAsync(req: Request): Promise<Result> {
-    return new Promise((resolve) => this.submit(req, resolve));
+  decideAsync(req: Request, source = ''): Promise<Result> {
+    return new Promise((resolve) => this.submit(req, resolve, source));
   }
 
-  /** Run work that reads or changes the store between batches, alone. */
+  /** Requests waiting for a batch (not those being decided). */
+  get queued(): number {
+    return this.waiting;
+  }
+
+  /** Answer every request still waiting for a batch as not decided, at once; the batch
+   *  being decided, if any, finishes normally. For shutdown with a stalled store. */
+  abandonWaiting(reason: UndecidedReason): number {
+    const all: PendingRequest[] = [];
+    for (const q of this.sources.values()) all.push(...q.drain());
+    this.sources.clear();
+    this.waiting = 0;
+    for (const p of all) p.done({ kind: 'undecided', reason });
+    return all.length;
+  }
+
+  /** Run work that reads or changes the store between batches, alone. It runs before the
+   *  next batch. */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ task: () => fn().then(resolve, reject) });
+      this.tasks.push({ task: () => fn().then(resolve, reject) });
       this.kick();
     });
   }
 
   /** Resolves when everything queued so far has been handled. */
   idle(): Promise<void> {
-    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    if (!this.running && this.waiting === 0 && this.tasks.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -132,20 +221,38 @@ export class Greylist {
     setImmediate(() => void this.drain());
   }
 
+  /** The next batch: round-robin across sources until the budget is spent. A source that
+   *  still has requests goes to the back of the ring. */
+  private takeBatch(): PendingRequest[] {
+    const batch: PendingRequest[] = [];
+    let spent = 0;
+    while (this.waiting > 0 && (batch.length === 0 || spent < this.batchBudget)) {
+      for (const [source, q] of this.sources) {
+        // a request that does not fit waits for the next batch, which it opens: small requests
+        // ahead of it are not held up by its work
+        if (batch.length > 0 && spent + q.peek()!.cost > this.batchBudget) return batch;
+        const p = q.shift()!;
+        this.waiting--;
+        batch.push(p);
+        spent += p.cost;
+        this.sources.delete(source);
+        if (q.length > 0) this.sources.set(source, q);
+        if (spent >= this.batchBudget || this.waiting === 0) break;
+      }
+    }
+    return batch;
+  }
+
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 || this.sweepOps.length > 0) {
-      const first = this.queue[0];
-      if (first !== undefined && 'task' in first) {
-        this.queue.shift();
-        await first.task().catch(() => undefined);
+    while (this.waiting > 0 || this.tasks.length > 0 || this.sweepOps.length > 0) {
+      const task = this.tasks.shift();
+      if (task !== undefined) {
+        await task.task().catch(() => undefined);
         continue;
       }
-      let n = 0;
-      while (n < this.queue.length && 'req' in this.queue[n]) n++;
-      const batch = this.queue.splice(0, n) as PendingRequest[];
-      await this.runBatch(batch);
+      await this.runBatch(this.takeBatch());
       // a batch of deletes alone, when no request came
-      if (this.queue.length === 0 && this.sweepOps.length > 0) await new Promise<void>((r) => setImmediate(r));
+      if (this.waiting === 0 && this.sweepOps.length > 0) await new Promise<void>((r) => setImmediate(r));
     }
     this.running = false;
     const waiters = this.idleWaiters;
@@ -161,7 +268,8 @@ export class Greylist {
       // One read for the whole batch: each IP's record, and the triplets of every request
       // whose IP is not known good in the cache (an IP found known good only in LevelDB makes
       // its triplets' read wasted, which is rare and cheaper than a second round trip).
-      const listed = batch.map((p) => this.whitelist.matchNormalised(p.req.ip, p.req.family));
+      // a client IP sent as text (`unknown`) never matches a range
+      const listed = batch.map((p) => (p.req.family === 0 ? undefined : this.whitelist.matchNormalised(p.req.ip, p.req.family)));
       // store keys to read, and where each value goes: lastGood by IP, firstSeen by triplet
       const keys: string[] = [];
       const into: Array<[Map<string, number | undefined>, string]> = [];
@@ -177,6 +285,9 @@ export class Greylist {
         if (typeof lg === 'number' && lg > now - this.settings.timeout) continue;
         if ('error' in req.tail) continue;
         for (const k of tripletKeys(req.ip, req.tail)) {
+          // a recipient listed twice is read once
+          if (firstSeen.has(k)) continue;
+          firstSeen.set(k, undefined);
           keys.push(tripletDbKey(k));
           into.push([firstSeen, k]);
         }
@@ -234,7 +345,7 @@ export class Greylist {
     } catch (e) {
       const error = (e as Error).message ?? String(e);
       for (let i = 0; i < batch.length; i++) {
-        if (results[i]?.kind !== 'malformed') results[i] = { kind: 'store-error', error };
+        if (results[i]?.kind !== 'malformed') results[i] = { kind: 'undecided', reason: 'store-error', error };
       }
     }
     for (let i = 0; i < batch.length; i++) batch[i].done(results[i]);

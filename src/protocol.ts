@@ -3,20 +3,39 @@
 // the reference (Perl) treats addresses as bytes, and so do we.
 import { isIP } from 'node:net';
 
-/** The most recipients one request may carry. qmail-smtpd caps a request at ~2000 bytes,
- *  so a real request never comes near this; a datagram with more is treated as malformed. */
-export const MAX_RECIPIENTS = 1000;
 /** The largest UDP payload over IPv4; anything we are handed is at most this. */
 export const MAX_DATAGRAM = 65507;
+/** The longest sender or recipient, in bytes. RFC 5321 allows a path of 256 octets (254 for
+ *  the address without its angle brackets); twice that leaves room for forwarders' rewritten
+ *  addresses (SRS, BATV, VERP of an already long address) while keeping one request's stored
+ *  keys bounded: a longer address is not mail but an attack on the store, so the request is
+ *  malformed. */
+export const MAX_ADDRESS = 512;
+/** The longest client-ip field: an IPv6 address with an IPv4 tail and a zone fits easily. */
+export const MAX_CLIENT_IP = 64;
+/** The most bytes of triplet records one request may store (and so read, build and write):
+ *  see tripletBytes(). Every recipient stores a key holding the IP and the whole sender, so a
+ *  64 KB datagram of tiny recipients behind a long sender would store about 9.5 MB; real mail
+ *  stays under 1 MB even with a 254-byte sender and a datagram full of 20-byte recipients. A
+ *  request over this is not mail but an attack on the store: malformed. */
+export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
 
-/** A request whose first field was an IP. `tail` is either the sender and recipients or,
- *  when they do not follow the format, why not. Whether a bad tail makes the whole request
+/** What one recipient's triplet record may take in the store: the key (ip, sender, recipient
+ *  and separators) and the value, rounded up. */
+export function tripletBytes(ipLength: number, senderLength: number, rcptLength: number): number {
+  return ipLength + senderLength + rcptLength + 16;
+}
+
+/** A request whose first field was a client IP. `tail` is either the sender and recipients
+ *  or, when they do not follow the format, why not. Whether a bad tail makes the whole request
  *  malformed depends on the IP (whitelisted and known-good IPs never look at it), which is a
  *  policy question, so the decoder reports it rather than deciding it. */
 export interface Request {
-  /** normalised client IP: IPv4 dotted quad, or IPv6 in canonical lower-case form */
+  /** normalised client IP: IPv4 dotted quad, IPv6 in canonical lower-case form, or (family 0)
+   *  the text a client sent when it did not know the address, e.g. `unknown` */
   ip: string;
-  family: 4 | 6;
+  /** 0: not an address; greylisted as text, never whitelisted */
+  family: 0 | 4 | 6;
   tail: Envelope | { error: string };
 }
 
@@ -31,54 +50,65 @@ export type Decoded = { ok: true; request: Request } | { ok: false; error: strin
 
 const NUL = 0;
 
+/** One pass over the bytes: the work is proportional to the datagram's length whatever it
+ *  holds (the fuzz test once found a quadratic case in NUL padding). */
 export function decodeRequest(buf: Uint8Array): Decoded {
   if (buf.length === 0) return { ok: false, error: 'empty datagram' };
   if (buf.length > MAX_DATAGRAM) return { ok: false, error: `datagram of ${buf.length} bytes is too long` };
+  // trailing empty fields are ignored: stop at the last non-NUL byte
+  let end = buf.length;
+  while (end > 0 && buf[end - 1] === NUL) end--;
+  if (end === 0) return { ok: false, error: 'no fields' };
   const fields: string[] = [];
   let start = 0;
-  for (let i = 0; i < buf.length; i++) {
+  for (let i = 0; i < end; i++) {
     if (buf[i] === NUL) {
       fields.push(latin1(buf, start, i));
       start = i + 1;
-      if (fields.length > MAX_RECIPIENTS + 2) {
-        // decided once: checking the rest at every NUL made a 64 KB datagram of NULs cost
-        // seconds (quadratic), which the fuzz test found
-        if (!onlyNuls(buf, start)) return { ok: false, error: `more than ${MAX_RECIPIENTS} recipients` };
-        break; // only NUL padding follows: empty trailing fields, ignored
-      }
     }
   }
   // A last field without its NUL (a truncated datagram) still counts, as with Perl's split.
-  if (start < buf.length && !onlyNuls(buf, start)) fields.push(latin1(buf, start, buf.length));
-  while (fields.length > 0 && fields[fields.length - 1] === '') fields.pop();
+  fields.push(latin1(buf, start, end));
 
-  if (fields.length === 0) return { ok: false, error: 'no fields' };
-  if (fields.length - 2 > MAX_RECIPIENTS) return { ok: false, error: `more than ${MAX_RECIPIENTS} recipients` };
   const first = fields[0];
   if (first.charCodeAt(0) !== 0x49 /* I */) return { ok: false, error: 'first field does not start with I' };
-  const ip = normaliseIp(first.slice(1));
-  if (ip === null) return { ok: false, error: 'client IP is not an IPv4 or IPv6 address' };
-  return { ok: true, request: { ip: ip.ip, family: ip.family, tail: decodeTail(fields) } };
+  const ip = clientIp(first.slice(1));
+  if (typeof ip === 'string') return { ok: false, error: ip };
+  return { ok: true, request: { ip: ip.ip, family: ip.family, tail: decodeTail(fields, ip.ip.length) } };
 }
 
-function decodeTail(fields: string[]): Envelope | { error: string } {
+/** The client-ip field: an address, normalised, or a printable token such as `unknown` (what
+ *  IndiMail's qmail-smtpd sends without TCPREMOTEIP), kept as text like the reference does.
+ *  Spaces would blur the triplet key's fields, so they are not allowed. */
+function clientIp(text: string): { ip: string; family: 0 | 4 | 6 } | string {
+  const n = normaliseIp(text);
+  if (n !== null) return n;
+  if (text === '') return 'the client IP field is empty';
+  if (text.length > MAX_CLIENT_IP) return `client IP field of length ${text.length} is longer than ${MAX_CLIENT_IP}`;
+  if (!/^[\x21-\x7e]+$/.test(text)) return 'client IP is neither an address nor printable text without spaces';
+  return { ip: text, family: 0 };
+}
+
+function decodeTail(fields: string[], ipLength: number): Envelope | { error: string } {
   if (fields.length < 2) return { error: 'no sender field' };
   const f = fields[1];
   if (f.charCodeAt(0) !== 0x46 /* F */) return { error: 'second field does not start with F' };
-  const recipients: string[] = [];
+  if (f.length - 1 > MAX_ADDRESS) return { error: `sender of length ${f.length - 1} is longer than ${MAX_ADDRESS}` };
+  const recipients = new Array<string>(fields.length - 2);
+  let bytes = 0;
   for (let i = 2; i < fields.length; i++) {
     const t = fields[i];
     if (t.charCodeAt(0) !== 0x54 /* T */) {
       return { error: t === '' ? `field ${i + 1} is empty` : `field ${i + 1} does not start with T` };
     }
-    recipients.push(t.slice(1));
+    if (t.length - 1 > MAX_ADDRESS) return { error: `recipient ${i - 1} of length ${t.length - 1} is longer than ${MAX_ADDRESS}` };
+    bytes += tripletBytes(ipLength, f.length - 1, t.length - 1);
+    if (bytes > MAX_REQUEST_BYTES) {
+      return { error: `${fields.length - 2} recipients of a ${f.length - 1}-byte sender would store more than ${MAX_REQUEST_BYTES} bytes` };
+    }
+    recipients[i - 2] = t.slice(1);
   }
   return { sender: f.slice(1), recipients };
-}
-
-function onlyNuls(buf: Uint8Array, from: number): boolean {
-  for (let i = from; i < buf.length; i++) if (buf[i] !== NUL) return false;
-  return true;
 }
 
 function latin1(buf: Uint8Array, from: number, to: number): string {
@@ -143,6 +173,10 @@ export const Verdict = {
   New: 'new',
   TooSoon: 'too-soon',
   TooLate: 'too-late',
+  /** could not decide (store unavailable, overload, shutdown): accept, the failing-open way */
+  NotDecided: 'not-decided',
+  /** could not decide, and the administrator chose to fail closed: defer */
+  NotDecidedClosed: 'not-decided-closed',
 } as const;
 export type Verdict = (typeof Verdict)[keyof typeof Verdict];
 
@@ -154,6 +188,8 @@ const REPLY_BYTES: Record<Verdict, readonly [number, number]> = {
   'new': [0, 1],
   'too-soon': [0, 2],
   'too-late': [0, 3],
+  'not-decided': [1, 5],
+  'not-decided-closed': [0, 4],
 };
 
 const REPLY_BUFFERS = Object.fromEntries(

@@ -328,6 +328,7 @@ test('qgreyd under svscan, supervise and multilog: install, svstat, replies, svc
   unlinkSync(site.env('SWEEP_MINUTES'));
   // envdir reads a file's first line only: the list is one line
   writeFileSync(site.env('ALLOW'), '127.0.0.0/8 ::1\n');
+  writeFileSync(site.env('FAIL_CLOSED'), 'yes\n');
 
   // 2. svscan on a scratch /service, with an environment that must not leak into the settings
   site.startSvscan({
@@ -351,6 +352,7 @@ test('qgreyd under svscan, supervise and multilog: install, svstat, replies, svc
   assert.match(start, / sweep=10m /, "a missing env file means the default, not svscan's environment");
   assert.match(start, / grey-window=12h /);
   assert.match(start, / allow=127\.0\.0\.0\/8,::1 /, 'env/ALLOW is used');
+  assert.match(start, / fail=closed$/, 'env/FAIL_CLOSED is used');
   assert.match(start, / whitelist=\.\/whitelist whitelist-entries=2 /);
   assert.match(start, new RegExp(` user=${IS_ROOT ? site.daemonUser : '-'} `));
   // envdir and sh exec: the pid supervise signals is node running qgreyd itself

@@ -5,7 +5,9 @@
 // stored triplet is retried "too soon"), so no IP becomes known good.
 import { isIP } from 'node:net';
 
-const MAX_RECIPIENTS = 1000;
+/** RFC 5321's 256-octet path, doubled (PROTOCOL.md, Request) */
+const MAX_ADDRESS = 512;
+const MAX_CLIENT_IP = 64;
 
 export class Oracle {
   readonly triplets = new Set<string>();
@@ -16,12 +18,14 @@ export class Oracle {
     const fields = text.split('\0');
     while (fields.length > 0 && fields[fields.length - 1] === '') fields.pop();
     if (fields.length < 1 || !fields[0].startsWith('I')) return null;
-    const ip = canonicalIp(fields[0].slice(1));
+    const ipText = fields[0].slice(1);
+    // not an address: printable ASCII without spaces is greylisted as text
+    const ip = canonicalIp(ipText) ?? (/^[!-~]{1,64}$/.test(ipText) && ipText.length <= MAX_CLIENT_IP ? ipText : null);
     if (ip === null) return null;
     if (fields.length < 2 || !fields[1].startsWith('F')) return null;
     const rcpts = fields.slice(2);
-    if (rcpts.length > MAX_RECIPIENTS) return null;
     if (rcpts.some((f) => !f.startsWith('T'))) return null;
+    if ([fields[1], ...rcpts].some((f) => f.length - 1 > MAX_ADDRESS)) return null;
 
     const sender = fields[1].slice(1).replace(/ /g, '') || '.';
     let reply = '0103';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_DATAGRAM, MAX_RECIPIENTS, normaliseIp, replyText, Verdict } from '../src/protocol.js';
+import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_ADDRESS, MAX_DATAGRAM, MAX_REQUEST_BYTES, normaliseIp, replyText, tripletBytes, Verdict } from '../src/protocol.js';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 
@@ -68,11 +68,18 @@ describe('decodeRequest', () => {
     assert.match(bad(Buffer.alloc(10)), /no fields/);
   });
 
-  it('rejects a client IP that is not an address', () => {
-    assert.match(bad(b('Ifoo\0Fa@b\0\0')), /not an IPv4 or IPv6/);
-    assert.match(bad(b('I\0Fa@b\0\0')), /not an IPv4 or IPv6/);
-    assert.match(bad(b('I192.0.2.1 \0Fa@b\0\0')), /not an IPv4 or IPv6/);
-    assert.match(bad(b('I256.0.0.1\0Fa@b\0\0')), /not an IPv4 or IPv6/);
+  it('takes a client IP that is not an address as text when it is printable without spaces (IndiMail sends `unknown`)', () => {
+    for (const t of ['unknown', 'foo', '256.0.0.1', 'x'.repeat(64)]) {
+      const r = ok(b(`I${t}\0Fa@b\0Tc@d\0`));
+      assert.equal(r.ip, t);
+      assert.equal(r.family, 0);
+      assert.deepEqual(r.tail, { sender: 'a@b', recipients: ['c@d'] });
+    }
+    assert.match(bad(b('I\0Fa@b\0\0')), /empty/);
+    assert.match(bad(b('I192.0.2.1 \0Fa@b\0\0')), /printable text without spaces/);
+    assert.match(bad(b('Iun known\0Fa@b\0\0')), /printable text without spaces/);
+    assert.match(bad(b('Iunknown\x7f\0Fa@b\0\0')), /printable text without spaces/);
+    assert.match(bad(b(`I${'x'.repeat(65)}\0Fa@b\0\0`)), /longer than 64/);
   });
 
   it('accepts IPv6 client addresses and normalises them', () => {
@@ -93,16 +100,39 @@ describe('decodeRequest', () => {
     assert.deepEqual([...Buffer.from(env.recipients[0], 'latin1')], [0x80, 0x0a]);
   });
 
-  it(`accepts ${MAX_RECIPIENTS} recipients and rejects one more`, () => {
-    const rc = Array.from({ length: MAX_RECIPIENTS }, (_, i) => `r${i}@x`);
-    assert.equal((ok(encodeRequest('192.0.2.1', 'a@b', rc)).tail as { recipients: string[] }).recipients.length, MAX_RECIPIENTS);
-    assert.match(bad(encodeRequest('192.0.2.1', 'a@b', [...rc, 'one@more'])), /more than 1000 recipients/);
+  it('has no recipient cap: 3000 recipients and a full 65507-byte datagram are decoded whole', () => {
+    const rc = Array.from({ length: 3000 }, (_, i) => `r${i}@x`);
+    assert.equal((ok(encodeRequest('192.0.2.1', 'a@b', rc)).tail as { recipients: string[] }).recipients.length, 3000);
+    // the most recipients a datagram can carry: two-byte addresses, four bytes a field
+    const head = encodeRequest('192.0.2.1', 'a@b', []).subarray(0, -1);
+    const n = Math.floor((MAX_DATAGRAM - head.length) / 4);
+    const max = Buffer.concat([head, Buffer.from(Array.from({ length: n }, (_, i) => `T${String.fromCharCode(33 + (i % 90), 33 + Math.floor(i / 90) % 90)}\0`).join(''), 'latin1')]);
+    assert.ok(max.length <= MAX_DATAGRAM);
+    assert.equal((ok(max).tail as { recipients: string[] }).recipients.length, n);
+  });
+
+  it(`makes an address longer than ${MAX_ADDRESS} bytes a bad tail (RFC 5321 allows 256)`, () => {
+    const at = 'a'.repeat(MAX_ADDRESS - 2) + '@x';
+    assert.deepEqual(ok(encodeRequest('192.0.2.1', at, [at])).tail, { sender: at, recipients: [at] });
+    assert.match((ok(encodeRequest('192.0.2.1', at + 'y', ['c@d'])).tail as { error: string }).error, /sender of length 513 is longer than 512/);
+    assert.match((ok(encodeRequest('192.0.2.1', 'a@b', ['c@d', at + 'y'])).tail as { error: string }).error, /recipient 2 of length 513 is longer than 512/);
+  });
+
+  it(`bounds the bytes a request may store (${MAX_REQUEST_BYTES}), not its recipients`, () => {
+    const sender = 's'.repeat(MAX_ADDRESS - 2) + '@x';
+    const per = tripletBytes('192.0.2.1'.length, sender.length, 2);
+    const n = Math.floor(MAX_REQUEST_BYTES / per);
+    const rc = Array.from({ length: n + 1 }, (_, i) => String(10 + (i % 90)));
+    assert.equal((ok(encodeRequest('192.0.2.1', sender, rc.slice(0, n))).tail as { recipients: string[] }).recipients.length, n);
+    assert.match((ok(encodeRequest('192.0.2.1', sender, rc)).tail as { error: string }).error, /would store more than 2097152 bytes/);
+    // the same datagram size with a short sender is fine: it is the bytes stored that count
+    assert.equal((ok(encodeRequest('192.0.2.1', 'a@x', rc)).tail as { recipients: string[] }).recipients.length, n + 1);
   });
 
   it('rejects an oversized datagram and handles a maximal one', () => {
     assert.match(bad(Buffer.alloc(MAX_DATAGRAM + 1, 0x41)), /too long/);
     const big = Buffer.concat([b('I192.0.2.1\0F'), Buffer.alloc(MAX_DATAGRAM - 20, 0x61), b('\0\0')]);
-    assert.equal((ok(big).tail as { sender: string }).sender.length, MAX_DATAGRAM - 20);
+    assert.match((ok(big).tail as { error: string }).error, /sender of length 65487/);
   });
 });
 
@@ -116,6 +146,8 @@ describe('replies', () => {
       [Verdict.New, [0, 1], '00:01'],
       [Verdict.TooSoon, [0, 2], '00:02'],
       [Verdict.TooLate, [0, 3], '00:03'],
+      [Verdict.NotDecided, [1, 5], '01:05'],
+      [Verdict.NotDecidedClosed, [0, 4], '00:04'],
     ];
     for (const [v, bytes, text] of table) {
       assert.deepEqual([...encodeReply(v)], bytes, v);

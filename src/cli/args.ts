@@ -25,6 +25,8 @@ export interface Options {
   allow: string[];
   /** --cache-size: records the store's LRU cache holds */
   cacheSize: number;
+  /** --fail-closed: a request that cannot be decided is deferred (00 04), not accepted (01 05) */
+  failClosed: boolean;
   /** every listen address, in the order given */
   listen: ListenSpec[];
   /** the first listen address */
@@ -44,7 +46,8 @@ export type Parsed =
 export class UsageError extends Error {}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
-              [--sync] [--allow CIDR]... [--cache-size N] [ipaddr[:port] [statedir]]
+              [--sync] [--allow CIDR]... [--cache-size N] [--fail-closed]
+              [ipaddr[:port] [statedir]]
        qgreyd --repair [statedir]
 
   ipaddr[:port]  address to listen on (default ${DEFAULT_HOST}:${DEFAULT_PORT});
@@ -67,6 +70,8 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
                               or commas). Default: loopback only when every listen
                               address is loopback, everyone (with a warning) otherwise
       --cache-size N          records kept in the memory cache (${DEFAULT_CACHE_SIZE})
+      --fail-closed           when a request cannot be decided (store unavailable,
+                              overload, shutdown) answer defer (00 04), not accept (01 05)
       --repair                rebuild a corrupt store with LevelDB's repair, then exit
       --help, --version
 Values may be fractional: -m 0.05 is three seconds.`;
@@ -82,7 +87,7 @@ export function parseArgs(argv: string[]): Parsed {
   const unknown: string[] = [];
   const a = minimist(argv, {
     string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size'],
-    boolean: ['d', 'help', 'version', 'sync', 'repair'],
+    boolean: ['d', 'help', 'version', 'sync', 'repair', 'fail-closed'],
     alias: { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' },
     unknown: (arg) => {
       if (arg.startsWith('-') && arg !== '-' && !/^-\d/.test(arg)) {
@@ -154,6 +159,7 @@ export function parseArgs(argv: string[]): Parsed {
       allow,
       cacheSize,
       listen,
+      failClosed: Boolean(a['fail-closed']),
       host,
       port,
       stateDir,

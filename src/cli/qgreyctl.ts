@@ -299,6 +299,8 @@ const VERDICT_TEXT: Record<Verdict, string> = {
   'new': 'new triplet',
   'too-soon': 'retried too soon',
   'too-late': 'retried too late',
+  'not-decided': 'not decided (accepted)',
+  'not-decided-closed': 'not decided (deferred: fail closed)',
 };
 
 async function cmdQuery(argv: string[]): Promise<number> {

@@ -201,6 +201,8 @@ function create(p: Plan): void {
       // empty: qgreyd's default (loopback only when every listen address is loopback)
       ALLOW: '',
       CACHE_SIZE: '',
+      // empty: fail open (01 05) when a request cannot be decided; 1: defer (00 04)
+      FAIL_CLOSED: '',
     };
     for (const [name, value] of Object.entries(env)) file(join(p.dir, 'env', name), value === '' ? '' : value + '\n', 0o644);
     copyFileSync(SAMPLE_WHITELIST, join(p.dir, 'whitelist'));

@@ -98,7 +98,9 @@ async function main(argv: string[]): Promise<void> {
   // bind first (a port below 1024 needs root), then drop privileges, then open the store as
   // the user who will own its files
   const allow = options.allow.length > 0 ? AllowList.parse(options.allow) : AllowList.defaultFor(options.listen.map((l) => l.host));
-  const server = new Server({ listen: options.listen, debug: options.debug, log, allow });
+  // QGREYD_MAX_IN_FLIGHT: a small in-flight bound, for the tests that go past it
+  const maxInFlight = Number(process.env.QGREYD_MAX_IN_FLIGHT) || undefined;
+  const server = new Server({ listen: options.listen, debug: options.debug, log, allow, failClosed: options.failClosed, maxInFlight });
   let bound: { bound: string[]; failed: ListenError[] };
   try {
     bound = await server.listen();
@@ -145,7 +147,7 @@ async function main(argv: string[]): Promise<void> {
       onHealth: (h) =>
         log.line(
           h.state === 'failed'
-            ? `error store state=${resolve(options.stateDir)} ${quoted(h.error)} answering=accept retry-in=${h.retryInMs}ms`
+            ? `error store state=${resolve(options.stateDir)} ${quoted(h.error)} answering=${options.failClosed ? 'defer' : 'accept'} retry-in=${h.retryInMs}ms`
             : `store recovered state=${resolve(options.stateDir)} after=${h.afterMs}ms`,
         ),
     });
@@ -186,7 +188,7 @@ async function main(argv: string[]): Promise<void> {
     `start version=${ver} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
       `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
       `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'} ` +
-      `allow=${allow} cache-size=${options.cacheSize}`,
+      `allow=${allow} cache-size=${options.cacheSize} fail=${options.failClosed ? 'closed' : 'open'}`,
   );
   for (const f of bound.failed) log.line(`warning listen=${f.address} not bound, tried again at SIGHUP: ${quoted(f.message)}`);
   log.line(adminError === null ? `admin listen=${admin.path}` : `error admin socket ${admin.path} not started, qgreyctl works only while qgreyd is stopped: ${quoted(adminError)}`);
@@ -275,7 +277,7 @@ async function main(argv: string[]): Promise<void> {
       const c = server.counters;
       log.line(
         `stopped received=${c.received} replied=${c.replied} malformed=${c.malformed} store-errors=${c.storeErrors} ` +
-          `refused=${server.refused.total} overload=${server.overload.total}`,
+          `refused=${server.refused.total} overload=${server.overload.total}${c.shutdown > 0 ? ` shutdown=${c.shutdown}` : ''}`,
       );
       log.flush();
       process.exit(0);
