@@ -8,7 +8,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeadIp, isDeadTriplet, isFuture, normaliseSender, stripSpaces, tripletKey, asciiLower, type Settings } from './policy.js';
 import { normaliseIp } from './protocol.js';
-import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
+import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store/leveldb.js';
 
 export interface OpsContext {
   /** for reads; changes go through write() */

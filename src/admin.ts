@@ -16,9 +16,9 @@ import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { join, relative } from 'node:path';
 import { allow, dump, saveFileIp, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
-import type { Greylist } from './greylist.js';
+import type { Greylist } from './daemon/queue.js';
 import { escapeField, quoted, type LineWriter } from './log.js';
-import type { Store } from './store.js';
+import type { Store } from './store/leveldb.js';
 
 export const ADMIN_SOCKET = 'admin.sock';
 export const ADMIN_PROTOCOL_VERSION = 1;

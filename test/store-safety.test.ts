@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { processStart } from '../src/store-lock.js';
+import { processStart } from '../src/store/lock.js';
 import { ctl } from './ctl-helpers.js';
 import { query, removeDir, runDaemon, startDaemon, tempDir } from './helpers.js';
 

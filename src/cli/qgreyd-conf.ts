@@ -8,8 +8,8 @@ import { userInfo } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isIP } from 'node:net';
-import { isLoopback } from '../access.js';
-import { isWildcard } from '../listen.js';
+import { isLoopback } from '../daemon/access.js';
+import { isWildcard } from '../daemon/listen.js';
 import { parseListenList, UsageError } from './args.js';
 import { lookupUser, type Account } from './privileges.js';
 

@@ -4,21 +4,21 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { AllowList } from '../access.js';
+import { AllowList } from '../daemon/access.js';
 import { AdminServer } from '../admin.js';
 import { ClockWatch } from '../clock.js';
-import { Greylist, unixNow } from '../greylist.js';
+import { Greylist, unixNow } from '../daemon/queue.js';
 import { LineWriter, quoted } from '../log.js';
 import { settingsFrom } from '../policy.js';
-import { isWildcard } from '../listen.js';
+import { isWildcard } from '../daemon/listen.js';
 import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
-import { ListenError, Server } from '../server.js';
-import { Store, StoreError } from '../store.js';
+import { ListenError, Server } from '../daemon/server.js';
+import { Store, StoreError } from '../store/leveldb.js';
 import { Whitelist, WhitelistError, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
 import { checkStatePath, secureStateDir } from './statedir.js';
-import { repairStore } from './repair.js';
+import { repairStore } from '../store/repair.js';
 
 export const EXIT_PERMANENT = 100;
 export const EXIT_TEMPORARY = 111;

@@ -9,11 +9,11 @@
 // sending worst-case requests in a loop delays another's by at most the batch in progress:
 // the other's request is in the next one. Within one source, requests are decided in arrival
 // order.
-import type { OpsContext } from './admin-ops.js';
-import { decide, isDeadIp, isDeadTriplet, isFuture, tripletKeys, type Decision, type RecordView, type Settings } from './policy.js';
-import { tripletBytes, type Request } from './protocol.js';
-import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
-import type { Whitelist, WhitelistEntry } from './whitelist.js';
+import type { OpsContext } from '../admin-ops.js';
+import { decide, isDeadIp, isDeadTriplet, isFuture, tripletKeys, type Decision, type RecordView, type Settings } from '../policy.js';
+import { tripletBytes, type Request } from '../protocol.js';
+import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from '../store/leveldb.js';
+import type { Whitelist, WhitelistEntry } from '../whitelist.js';
 
 /** Why a well-formed request could not be decided. */
 export type UndecidedReason = 'store-error' | 'shutdown';

@@ -4,10 +4,10 @@ import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { AllowList, RateLimitedCounter } from './access.js';
-import type { Greylist, Result } from './greylist.js';
-import { escapeField, LineWriter, quoted, RateLimitedLines } from './log.js';
+import type { Greylist, Result } from './queue.js';
+import { escapeField, LineWriter, quoted, RateLimitedLines } from '../log.js';
 import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
-import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';
+import { decodeRequest, encodeReply, replyText, type Request, Verdict } from '../protocol.js';
 
 /** Recipients shown in one log line; the rest are counted. */
 const LOG_RECIPIENTS = 50;
