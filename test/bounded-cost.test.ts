@@ -23,14 +23,15 @@ function decoded(buf: Buffer): Request {
   return d.request;
 }
 
-/** The store, with every write's operations noted (the real LevelDB underneath). */
+/** The store, with every commit's changes noted (the real store underneath). */
 async function observedStore(dir: string): Promise<{ store: Store; writes: Array<Array<readonly [string, number | null]>> }> {
   const store = await Store.open(join(dir, 's'));
   const writes: Array<Array<readonly [string, number | null]>> = [];
-  const write = store.write.bind(store);
-  store.write = (ops) => {
+  const commitSync = store.commitSync.bind(store);
+  store.commitSync = (groups) => {
+    const ops = groups.flatMap((g) => g.changes);
     if (ops.length > 0) writes.push([...ops]);
-    return write(ops);
+    return commitSync(groups);
   };
   return { store, writes };
 }

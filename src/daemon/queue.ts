@@ -1,8 +1,16 @@
-// The decision queue. Requests are decided in batches: the requests taken for one batch are
-// decided against the store (plus the batch's own earlier changes), the batch's changes are
-// written to LevelDB in one atomic write (a group commit), and only then are the replies
-// released. Other work that touches the store (the expiry sweep, admin changes) runs between
+// The decision queue. Requests are decided in batches, one batch per event-loop turn: the
+// requests taken for a batch are decided against the store plus the batch's own earlier
+// changes, the batch's changes are committed (durable), and only then are the replies
+// released. Other work that touches the store (the sweep's chunks, admin changes) runs between
 // batches, never inside one.
+//
+// Two paths, chosen by what the store declares:
+// - a store with an authoritative in-memory index and a synchronous commit (the local store):
+//   the whole batch is decided, committed and answered inside one turn, without a promise or
+//   a closure per request or per batch;
+// - any other store (Redis): the records a batch needs are looked up in one call, each request's
+//   changes are committed as a group conditional on the values its decision read, and a request
+//   whose group met another daemon's change is decided again in the next batch.
 //
 // Fairness: requests wait in one queue per source address (the qmail-smtpd host), and a batch
 // takes them round-robin across sources until its budget of key bytes is spent, so one client
@@ -10,10 +18,15 @@
 // the other's request is in the next one. Within one source, requests are decided in arrival
 // order.
 import type { OpsContext } from '../admin-ops.js';
-import { decide, isDeadIp, isDeadTriplet, isFuture, tripletKeys, type Decision, type RecordView, type Settings } from '../policy.js';
+import { decide, isKnownGood, tripletKeys, type Decision, type RecordView, type Settings } from '../policy.js';
 import { tripletBytes, type Request } from '../protocol.js';
-import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from '../store/leveldb.js';
+import { ipKey, tripletDbKey } from '../store/keys.js';
+import type { Change, CommitGroup, GreylistStore, Value } from '../store/types.js';
 import type { Whitelist, WhitelistEntry } from '../whitelist.js';
+import { Sweeper, type SweepReport } from './sweep.js';
+
+export type { SweepReport } from './sweep.js';
+export { COMPACT_FRACTION, COMPACT_MIN, shouldCompact } from './sweep.js';
 
 /** Why a well-formed request could not be decided. */
 export type UndecidedReason = 'store-error' | 'shutdown';
@@ -23,11 +36,16 @@ export type Result =
   | { kind: 'malformed'; error: string }
   | { kind: 'undecided'; reason: UndecidedReason; error?: string };
 
-type Done = (r: Result) => void;
+/** Told a request's result; `tag` is what was given to submit() (so one function serves every
+ *  request: no closure per request). */
+export type Done<T = unknown> = (r: Result, tag: T) => void;
+
 interface PendingRequest {
   req: Request;
-  done: Done;
+  done: Done<never>;
+  tag: unknown;
   cost: number;
+  source: string;
 }
 interface PendingTask {
   task: () => Promise<void>;
@@ -60,6 +78,10 @@ class Fifo<T> {
   push(x: T): void {
     this.items.push(x);
   }
+  unshift(x: T): void {
+    if (this.head > 0) this.items[--this.head] = x;
+    else this.items.unshift(x);
+  }
   peek(): T | undefined {
     return this.items[this.head];
   }
@@ -81,65 +103,71 @@ class Fifo<T> {
   }
 }
 
-export interface SweepReport {
-  scanned: number;
-  deleted: number;
-  /** records dated ahead of now, set to now */
-  normalised: number;
-  ms: number;
-  /** the first corruption the sweep met and stepped over, if any */
-  corrupt?: string;
-  /** how long the compaction after the sweep took, when there was one */
-  compactMs?: number;
-}
-
-interface SweepMade {
-  deleted: number;
-  normalised: number;
-}
-
 /** A write to the store: a time sets a record, null deletes it. */
-export type StoreOp = readonly [key: string, time: number | null];
+export type StoreOp = Change;
+
+function resolveWith(r: Result, resolve: (r: Result) => void): void {
+  resolve(r);
+}
 
 export class Greylist {
   /** waiting requests by source; the Map's order is the round-robin ring */
   private sources = new Map<string, Fifo<PendingRequest>>();
   private waiting = 0;
   private tasks: PendingTask[] = [];
-  private running = false;
+  private lateTasks: PendingTask[] = [];
+  /** the last thing run was a batch: work waiting in lateTasks goes next */
+  private batchRan = false;
+  /** a task or an asynchronous batch is running: nothing else starts */
+  private busy = false;
+  private scheduled = false;
   private idleWaiters: Array<() => void> = [];
-  private sweeping: Promise<SweepReport> | null = null;
-  private stopping = false;
-  /** keys written (by batches and through write()) since the running sweep's snapshot */
-  private sweepWatch: Set<string> | null = null;
-  /** request batches decided since the sweep's last chunk */
-  private requestBatches = 0;
-  /** the sweep's changes (dead keys to delete, future-dated ones to set to now); the next
-   *  batch makes them in its own write */
-  private sweepOps: Array<{ ops: StoreOp[]; done: (made: SweepMade | Error) => void }> = [];
+  private readonly sweeper: Sweeper;
+  private readonly syncPath: boolean;
+  /** request batches decided since the sweep last looked */
+  requestBatches = 0;
   /** The clock the sweep judges deadness by, in Unix seconds. It may run behind `clock`
    *  (after a forward jump of the wall clock) but never ahead of it. */
   expiryClock: () => number;
-  /** A test seam: awaited after the sweep chose a chunk's changes from its snapshot and
-   *  before it hands them over. */
+  /** A test seam: awaited after the sweep chose a chunk's changes and before it commits them. */
   onSweepChunk: ((ops: readonly StoreOp[]) => Promise<void>) | null = null;
   /** the budget of one batch, in cost bytes (a knob for tests) */
   batchBudget = BATCH_BUDGET;
 
+  // the batch being decided: the changes so far, by store key (what later requests see)
+  private readonly writes = new Map<string, number>();
+  private readonly view: RecordView;
+  private now = 0;
+
   constructor(
-    readonly store: Store,
+    readonly store: GreylistStore,
     public settings: Settings,
     public whitelist: Whitelist,
     readonly clock: () => number = unixNow,
   ) {
     this.expiryClock = clock;
+    this.syncPath = store.capabilities.syncLookup && store.capabilities.syncCommit && store.lookupSync !== undefined && store.commitSync !== undefined;
+    this.sweeper = new Sweeper(this);
+    const lookupSync = store.lookupSync?.bind(store);
+    const writes = this.writes;
+    // on the synchronous path the index answers; on the other, prefetched values sit in
+    // `writes`'s sibling map filled before deciding (see runBatchAsync)
+    this.view = {
+      lastGood: (ip) => {
+        const k = ipKey(ip);
+        return writes.get(k) ?? (lookupSync !== undefined ? lookupSync(k) : undefined);
+      },
+      firstSeen: (key) => {
+        const k = tripletDbKey(key);
+        return writes.get(k) ?? (lookupSync !== undefined ? lookupSync(k) : undefined);
+      },
+    };
   }
 
-  /** Writes outside a request batch (admin changes): run it inside exclusive(). The keys are
-   *  noted exactly as a batch's are, so a running sweep does not undo the write. */
+  /** Writes outside a request batch (admin changes): run it inside exclusive(). */
   async write(ops: readonly StoreOp[]): Promise<void> {
-    this.noteWrites(ops.map((o) => o[0]));
-    await this.store.write(ops);
+    if (ops.length === 0) return;
+    await this.store.commit([{ expect: [], changes: ops }]);
   }
 
   /** What qgreyctl's operations run with in the daemon: serialised with the batches, and
@@ -157,30 +185,29 @@ export class Greylist {
     };
   }
 
-  /** From just before its snapshot on, the sweep leaves every key written meanwhile alone. */
-  private noteWrites(keys: Iterable<string>): void {
-    if (this.sweepWatch === null) return;
-    for (const k of keys) this.sweepWatch.add(k);
+  /** Queue a request from `source` (the client's address); `done(result, tag)` is called once
+   *  its decision is stored (or could not be). */
+  submit<T>(req: Request, done: Done<T>, source = '', tag?: T): void {
+    this.enqueue({ req, done: done as Done<never>, tag, cost: requestCost(req), source }, false);
+    this.kick();
   }
 
-  /** Queue a request from `source` (the client's address); `done` is called once its
-   *  decision is stored (or could not be). */
-  submit(req: Request, done: Done, source = ''): void {
-    let q = this.sources.get(source);
+  private enqueue(p: PendingRequest, front: boolean): void {
+    let q = this.sources.get(p.source);
     if (q === undefined) {
       q = new Fifo();
       // a source with nothing waiting goes to the front of the ring, ahead of sources served
       // in the batch now running: its request is in the next batch, whatever floods the queue
       // (sources are mail servers on --allow: few, so rebuilding the ring costs little)
-      this.sources = this.sources.size === 0 ? this.sources.set(source, q) : new Map([[source, q], ...this.sources]);
+      this.sources = this.sources.size === 0 ? this.sources.set(p.source, q) : new Map([[p.source, q], ...this.sources]);
     }
-    q.push({ req, done, cost: requestCost(req) });
+    if (front) q.unshift(p);
+    else q.push(p);
     this.waiting++;
-    this.kick();
   }
 
   decideAsync(req: Request, source = ''): Promise<Result> {
-    return new Promise((resolve) => this.submit(req, resolve, source));
+    return new Promise((resolve) => this.submit(req, resolveWith, source, resolve));
   }
 
   /** Requests waiting for a batch (not those being decided). */
@@ -195,7 +222,7 @@ export class Greylist {
     for (const q of this.sources.values()) all.push(...q.drain());
     this.sources.clear();
     this.waiting = 0;
-    for (const p of all) p.done({ kind: 'undecided', reason });
+    for (const p of all) (p.done as Done)({ kind: 'undecided', reason }, p.tag);
     return all.length;
   }
 
@@ -208,17 +235,83 @@ export class Greylist {
     });
   }
 
+  /** Like exclusive(), but it runs after the next batch, when requests wait: what the sweep
+   *  commits, so that a request that came while the sweep read a record is decided first
+   *  (and its change makes the sweep's conditional change to that record void). */
+  afterNextBatch<T>(fn: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.lateTasks.push({ task: () => fn().then(resolve, reject) });
+      this.kick();
+    });
+  }
+
   /** Resolves when everything queued so far has been handled. */
   idle(): Promise<void> {
-    if (!this.running && this.waiting === 0 && this.tasks.length === 0) return Promise.resolve();
+    if (!this.busy && !this.scheduled && this.waiting === 0 && this.tasks.length === 0 && this.lateTasks.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private kick(): void {
-    if (this.running) return;
-    this.running = true;
+  kick(): void {
+    if (this.scheduled || this.busy) return;
+    this.scheduled = true;
     // let the rest of this turn's datagrams join the batch
-    setImmediate(() => void this.drain());
+    setImmediate(this.onTurn);
+  }
+
+  private readonly onTurn = (): void => {
+    this.scheduled = false;
+    this.run();
+  };
+
+  private readonly afterAsync = (): void => {
+    this.busy = false;
+    this.run();
+  };
+
+  /** Runs tasks and batches until nothing waits, or until something asynchronous runs (its
+   *  end calls run() again). */
+  private run(): void {
+    for (;;) {
+      if (this.busy) return;
+      const task = this.tasks.shift();
+      if (task !== undefined) {
+        this.runAsync(task);
+        return;
+      }
+      // a batch, then one of the work that follows batches, and so on
+      if (this.waiting > 0 && !(this.batchRan && this.lateTasks.length > 0)) {
+        const batch = this.takeBatch();
+        this.requestBatches++;
+        this.batchRan = true;
+        if (this.syncPath) {
+          this.runBatchSync(batch);
+          // one batch a turn: datagrams that came meanwhile (a new source's first among
+          // them) are read before the next batch is taken
+          if (this.waiting > 0 || this.lateTasks.length > 0 || this.tasks.length > 0) {
+            this.kick();
+            return;
+          }
+          continue;
+        }
+        this.busy = true;
+        this.runBatchAsync(batch).then(this.afterAsync, this.afterAsync);
+        return;
+      }
+      const late = this.lateTasks.shift();
+      if (late === undefined) break;
+      this.batchRan = false;
+      this.runAsync(late);
+      return;
+    }
+    const waiters = this.idleWaiters;
+    if (waiters.length === 0) return;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private runAsync(task: PendingTask): void {
+    this.busy = true;
+    task.task().catch(() => undefined).then(this.afterAsync, this.afterAsync);
   }
 
   /** The next batch: round-robin across sources until the budget is spent. A source that
@@ -243,214 +336,131 @@ export class Greylist {
     return batch;
   }
 
-  private async drain(): Promise<void> {
-    while (this.waiting > 0 || this.tasks.length > 0 || this.sweepOps.length > 0) {
-      const task = this.tasks.shift();
-      if (task !== undefined) {
-        await task.task().catch(() => undefined);
-        continue;
-      }
-      await this.runBatch(this.takeBatch());
-      // a batch of deletes alone, when no request came
-      if (this.waiting === 0 && this.sweepOps.length > 0) await new Promise<void>((r) => setImmediate(r));
+  /** Decides one request against the view, noting its changes in `writes`. */
+  private decideOne(p: PendingRequest): Result {
+    const req = p.req;
+    // a client IP sent as text (`unknown`) never matches a range
+    const listed = req.family === 0 ? undefined : this.whitelist.matchNormalised(req.ip, req.family);
+    const out = decide(req, listed !== undefined, this.view, this.now, this.settings);
+    if ('malformed' in out) return { kind: 'malformed', error: out.malformed };
+    if (out.knownGood !== undefined) this.writes.set(ipKey(req.ip), out.knownGood);
+    for (let i = 0; i < out.triplets.length; i++) {
+      const [key, t] = out.triplets[i];
+      this.writes.set(tripletDbKey(key), t);
     }
-    this.running = false;
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const w of waiters) w();
+    return { kind: 'decision', decision: out, whitelistEntry: listed };
   }
 
-  private async runBatch(batch: PendingRequest[]): Promise<void> {
-    if (batch.length > 0) this.requestBatches++;
-    const now = this.clock();
+  /** The lean path: decide, commit once (one log append), answer, all in this turn. */
+  private runBatchSync(batch: PendingRequest[]): void {
+    this.now = this.clock();
     const results = new Array<Result>(batch.length);
+    for (let i = 0; i < batch.length; i++) results[i] = this.decideOne(batch[i]);
+    const changes: Change[] = [];
+    const lookupSync = this.store.lookupSync!;
+    for (const [k, t] of this.writes) {
+      // refreshing a known-good IP within the same second changes nothing on disk
+      if (lookupSync.call(this.store, k) !== t) changes.push([k, t]);
+    }
+    this.writes.clear();
     try {
-      // One read for the whole batch: each IP's record, and the triplets of every request
-      // whose IP is not known good in the cache (an IP found known good only in LevelDB makes
-      // its triplets' read wasted, which is rare and cheaper than a second round trip).
-      // a client IP sent as text (`unknown`) never matches a range
-      const listed = batch.map((p) => (p.req.family === 0 ? undefined : this.whitelist.matchNormalised(p.req.ip, p.req.family)));
-      // store keys to read, and where each value goes: lastGood by IP, firstSeen by triplet
-      const keys: string[] = [];
-      const into: Array<[Map<string, number | undefined>, string]> = [];
-      const lastGood = new Map<string, number | undefined>();
-      const firstSeen = new Map<string, number | undefined>();
+      if (changes.length > 0) this.store.commitSync!([{ expect: [], changes }]);
+    } catch (e) {
+      this.failBatch(results, e);
+    }
+    // (the place for per-reply work such as metrics is the done callback: one call per reply)
+    for (let i = 0; i < batch.length; i++) (batch[i].done as Done)(results[i], batch[i].tag);
+  }
+
+  /** The general path: one lookup for the batch, one conditional group per request. */
+  private async runBatchAsync(batch: PendingRequest[]): Promise<void> {
+    this.now = this.clock();
+    const results = new Array<Result>(batch.length);
+    const redo: boolean[] = new Array<boolean>(batch.length).fill(false);
+    try {
+      // every record the batch may read, in one call: each IP's and, unless the IP is known
+      // good, its triplets (the rule is the policy's); IPs first, then the triplets of those
+      // not known good
+      const ipKeys: string[] = [];
+      for (const p of batch) ipKeys.push(ipKey(p.req.ip));
+      const ipVals = await this.store.lookup(ipKeys);
+      const fetched = new Map<string, Value>();
+      ipKeys.forEach((k, i) => fetched.set(k, ipVals[i]));
+      const tKeys: string[] = [];
       for (let i = 0; i < batch.length; i++) {
-        if (listed[i]) continue;
         const req = batch[i].req;
-        const ik = ipKey(req.ip);
-        keys.push(ik);
-        into.push([lastGood, req.ip]);
-        const lg = this.store.peek(ik);
-        if (typeof lg === 'number' && lg > now - this.settings.timeout) continue;
-        if ('error' in req.tail) continue;
+        if (isKnownGood(ipVals[i], this.now, this.settings) || 'error' in req.tail) continue;
         for (const k of tripletKeys(req.ip, req.tail)) {
-          // a recipient listed twice is read once
-          if (firstSeen.has(k)) continue;
-          firstSeen.set(k, undefined);
-          keys.push(tripletDbKey(k));
-          into.push([firstSeen, k]);
+          const dk = tripletDbKey(k);
+          if (!fetched.has(dk)) {
+            fetched.set(dk, undefined);
+            tKeys.push(dk);
+          }
         }
       }
-      const vals = await this.store.get(keys);
-      into.forEach(([map, k], i) => map.set(k, vals[i]));
+      const tVals = tKeys.length > 0 ? await this.store.lookup(tKeys) : [];
+      tKeys.forEach((k, i) => fetched.set(k, tVals[i]));
 
-      // decide in order; later requests of the batch see earlier ones' changes
-      const view: RecordView = {
-        lastGood: (ip) => lastGood.get(ip),
-        firstSeen: (key) => firstSeen.get(key),
+      // decide in order; each request's group expects what it read
+      const groups: CommitGroup[] = [];
+      const groupOf: number[] = [];
+      const seen = new Map<string, Value>();
+      const read = (k: string): Value => {
+        const w = this.writes.get(k);
+        const v = w !== undefined ? w : fetched.get(k);
+        seen.set(k, v);
+        return v;
       };
-      const writes = new Map<string, number>();
+      const view: RecordView = { lastGood: (ip) => read(ipKey(ip)), firstSeen: (key) => read(tripletDbKey(key)) };
       for (let i = 0; i < batch.length; i++) {
-        const out = decide(batch[i].req, listed[i] !== undefined, view, now, this.settings);
+        const p = batch[i];
+        seen.clear();
+        const listed = p.req.family === 0 ? undefined : this.whitelist.matchNormalised(p.req.ip, p.req.family);
+        const out = decide(p.req, listed !== undefined, view, this.now, this.settings);
         if ('malformed' in out) {
           results[i] = { kind: 'malformed', error: out.malformed };
           continue;
         }
-        if (out.knownGood !== undefined) {
-          const ip = batch[i].req.ip;
-          // refreshing a known-good IP within the same second changes nothing on disk
-          if (lastGood.get(ip) !== out.knownGood) writes.set(ipKey(ip), out.knownGood);
-          lastGood.set(ip, out.knownGood);
+        const changes: Array<[string, number]> = [];
+        if (out.knownGood !== undefined && seen.get(ipKey(p.req.ip)) !== out.knownGood) changes.push([ipKey(p.req.ip), out.knownGood]);
+        for (const [key, t] of out.triplets) changes.push([tripletDbKey(key), t]);
+        for (const [k, t] of changes) this.writes.set(k, t);
+        results[i] = { kind: 'decision', decision: out, whitelistEntry: listed };
+        if (changes.length > 0) {
+          groupOf.push(i);
+          groups.push({ expect: [...seen], changes });
         }
-        for (const [key, t] of out.triplets) {
-          firstSeen.set(key, t);
-          writes.set(tripletDbKey(key), t);
-        }
-        results[i] = { kind: 'decision', decision: out, whitelistEntry: listed[i] };
       }
-      this.noteWrites(writes.keys());
-      const ops: StoreOp[] = [...writes];
-      // the sweep's changes ride along in this write: no round trip of their own between
-      // batches. A key written since the sweep's snapshot was read is left alone.
-      const sweep = this.sweepOps;
-      this.sweepOps = [];
-      const counts = sweep.map((group) => {
-        const made: SweepMade = { deleted: 0, normalised: 0 };
-        for (const op of group.ops) {
-          if (writes.has(op[0]) || this.sweepWatch?.has(op[0])) continue;
-          ops.push(op);
-          if (op[1] === null) made.deleted++;
-          else made.normalised++;
-        }
-        return made;
-      });
-      try {
-        await this.store.write(ops);
-      } catch (e) {
-        for (const group of sweep) group.done(e as Error);
-        throw e;
-      }
-      sweep.forEach((group, i) => group.done(counts[i]));
+      const conflicts = groups.length > 0 ? await this.store.commit(groups) : null;
+      if (conflicts !== null) for (const g of conflicts.keys()) redo[groupOf[g]] = true;
     } catch (e) {
-      const error = (e as Error).message ?? String(e);
-      for (let i = 0; i < batch.length; i++) {
-        if (results[i]?.kind !== 'malformed') results[i] = { kind: 'undecided', reason: 'store-error', error };
-      }
+      this.failBatch(results, e);
+    } finally {
+      this.writes.clear();
     }
-    for (let i = 0; i < batch.length; i++) batch[i].done(results[i]);
+    // a request that met another daemon's change is decided again, first in its source's queue
+    for (let i = batch.length - 1; i >= 0; i--) if (redo[i]) this.enqueue(batch[i], true);
+    for (let i = 0; i < batch.length; i++) if (!redo[i]) (batch[i].done as Done)(results[i], batch[i].tag);
   }
 
-  /** Delete dead records (PROTOCOL.md, Expiry), a chunk at a time, without stalling requests.
-   *  Records are read from a LevelDB snapshot while batches run, and a chunk's dead keys are
-   *  deleted in the next batch's own write (no write of their own between batches). From just
-   *  before the snapshot on, every write through this object (batches, and admin changes
-   *  through write()) notes its keys, and a noted key is left for the next sweep: every other
-   *  record still holds the value read. The note is bounded: past WATCH_LIMIT keys the scan
-   *  restarts, with a fresh snapshot, after the last key it read. While requests come, the
-   *  sweep pauses after each chunk.
-   *  Deadness is judged by expiryClock; a record dated ahead of the request clock is set to
-   *  now. A corrupt part of the store is stepped over and reported. After a sweep that
-   *  deleted much, the store is compacted. */
+  private failBatch(results: Result[], e: unknown): void {
+    const error = (e as Error).message ?? String(e);
+    for (let i = 0; i < results.length; i++) {
+      if (results[i]?.kind !== 'malformed') results[i] = { kind: 'undecided', reason: 'store-error', error };
+    }
+  }
+
+  /** Delete dead records (PROTOCOL.md, Expiry); see sweep.ts. */
   sweep(chunk = 250): Promise<SweepReport> {
-    this.sweeping ??= this.runSweep(chunk).finally(() => {
-      this.sweepWatch = null;
-      this.sweeping = null;
-    });
-    return this.sweeping;
-  }
-
-  private async runSweep(chunk: number): Promise<SweepReport> {
-    const started = Date.now();
-    const report: SweepReport = { scanned: 0, deleted: 0, normalised: 0, ms: 0 };
-    const onCorrupt = (message: string) => (report.corrupt ??= message);
-    for (const [prefix, dead] of [
-      [TRIPLET_PREFIX, isDeadTriplet],
-      [IP_PREFIX, isDeadIp],
-    ] as const) {
-      let after: string | undefined;
-      for (let restart = true; restart && !this.stopping; ) {
-        restart = false;
-        await this.exclusive(async () => {
-          this.sweepWatch = new Set();
-        });
-        for await (const records of this.store.scan(prefix, { after, chunk, onCorrupt })) {
-          if (this.stopping) break;
-          report.scanned += records.length;
-          after = records[records.length - 1].key;
-          const now = this.clock();
-          const expiryNow = Math.min(this.expiryClock(), now);
-          const ops: StoreOp[] = [];
-          for (const r of records) {
-            if (isFuture(r.time, now, this.settings)) ops.push([r.key, now]);
-            else if (dead(r.time, expiryNow, this.settings)) ops.push([r.key, null]);
-          }
-          if (ops.length > 0) {
-            await this.onSweepChunk?.(ops);
-            const made = await new Promise<SweepMade>((resolve, reject) => {
-              this.sweepOps.push({ ops, done: (m) => (m instanceof Error ? reject(m) : resolve(m)) });
-              this.kick();
-            });
-            report.deleted += made.deleted;
-            report.normalised += made.normalised;
-          }
-          // paced while requests come: the sweep competes with them for the CPU and LevelDB
-          if (this.requestBatches > 0) {
-            this.requestBatches = 0;
-            await new Promise((r) => setTimeout(r, SWEEP_PAUSE_MS));
-          }
-          if ((this.sweepWatch?.size ?? 0) > WATCH_LIMIT) {
-            restart = true;
-            break;
-          }
-        }
-      }
-    }
-    this.sweepWatch = null;
-    // Deleted records leave tombstones and the old values in LevelDB's files until a
-    // compaction reaches them, which a store that stopped growing may wait for for ever.
-    // Not over a corrupt block: a compaction that reads one fails, and LevelDB then refuses
-    // every write until the store is reopened.
-    if (!this.stopping && report.corrupt === undefined && shouldCompact(report.deleted, report.scanned)) {
-      const t = Date.now();
-      await this.store.compact();
-      report.compactMs = Date.now() - t;
-    }
-    report.ms = Date.now() - started;
-    return report;
+    return this.sweeper.sweep(chunk);
   }
 
   /** Finish what is queued, abandon a running sweep; the store stays open. */
   async stop(): Promise<void> {
-    this.stopping = true;
-    await this.sweeping?.catch(() => undefined);
+    await this.sweeper.stop();
     await this.idle();
   }
 }
-
-/** A sweep compacts the store when it deleted at least COMPACT_MIN records and at least
- *  1/COMPACT_FRACTION of those it scanned: a mass expiry, not the steady trickle a busy store
- *  sees each sweep (LevelDB's own compactions keep up with that). */
-export const COMPACT_MIN = 10_000;
-export const COMPACT_FRACTION = 4;
-export function shouldCompact(deleted: number, scanned: number): boolean {
-  return deleted >= COMPACT_MIN && deleted * COMPACT_FRACTION >= scanned;
-}
-
-/** keys the sweep notes before it restarts its scan with a fresh snapshot */
-const WATCH_LIMIT = 20_000;
-/** the sweep's pause after a chunk when requests were decided meanwhile */
-const SWEEP_PAUSE_MS = 10;
 
 export function unixNow(): number {
   return Math.floor(Date.now() / 1000);

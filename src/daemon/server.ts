@@ -54,6 +54,14 @@ interface Listener {
 /** The sender of a datagram, and the socket that received it. */
 type Peer = dgram.RemoteInfo & { via: Listener };
 
+/** what the server keeps with a request while it waits for its decision */
+interface Submitted {
+  client: string;
+  rinfo: Peer;
+  msg: Buffer;
+  req: Request;
+}
+
 /** A socket that could not be bound, with the error's code (EADDRINUSE, EACCES, ...). */
 export class ListenError extends Error {
   constructor(
@@ -248,20 +256,19 @@ export class Server {
     const req = decoded.request;
     this.inFlight++;
     this.inFlightBytes += msg.length;
-    greylist.submit(
-      req,
-      (result) => {
-        this.answer(client, rinfo, msg, req, result);
-        this.inFlightBytes -= msg.length;
-        if (--this.inFlight === 0) {
-          const d = this.drained;
-          this.drained = [];
-          for (const f of d) f();
-        }
-      },
-      rinfo.address,
-    );
+    greylist.submit(req, this.onResult, rinfo.address, { client, rinfo, msg, req });
   }
+
+  /** one callback for every decided request: no closure per request on the hot path */
+  private readonly onResult = (result: Result, p: Submitted): void => {
+    this.answer(p.client, p.rinfo, p.msg, p.req, result);
+    this.inFlightBytes -= p.msg.length;
+    if (--this.inFlight === 0) {
+      const d = this.drained;
+      this.drained = [];
+      for (const f of d) f();
+    }
+  };
 
   /** Over the in-flight bound: a request is answered "not decided" at once (one linear decode,
    *  nothing held); what is not a request stays unanswered. Counted and logged at a rate

@@ -14,6 +14,8 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 
 const OCCUPIED = 0x80000000;
+/** the slot time that says: look in `odd` */
+const ODD = 0xffffffff;
 const IP_BIT = 0x40000000;
 const HASH_HI = 0x3fffffff;
 /** grow when more than this fraction of slots is taken */
@@ -26,6 +28,9 @@ export class RecordIndex {
   private time: Uint32Array;
   private mask: number;
   private count = 0;
+  /** times a uint32 cannot hold (before 1970, after 2106, fractions: only from imports), by
+   *  key; their slot holds ODD */
+  private readonly odd = new Map<string, number>();
   // the last key's hash, set by hash(): no object per lookup
   private h1 = 0;
   private h2 = 0;
@@ -54,13 +59,21 @@ export class RecordIndex {
 
   get(key: string): number | undefined {
     const i = this.find(key);
-    return i < 0 ? undefined : this.time[i];
+    if (i < 0) return undefined;
+    const t = this.time[i];
+    return t === ODD ? this.odd.get(key) : t;
   }
 
   set(key: string, time: number): void {
+    let slotTime = time;
+    if (!(Number.isInteger(time) && time >= 0 && time < ODD)) {
+      this.odd.set(key, time);
+      slotTime = ODD;
+    }
     let i = this.find(key);
     if (i >= 0) {
-      this.time[i] = time;
+      if (this.time[i] === ODD && slotTime !== ODD) this.odd.delete(key);
+      this.time[i] = slotTime;
       return;
     }
     if ((this.count + 1) > this.capacity * MAX_LOAD) {
@@ -70,13 +83,14 @@ export class RecordIndex {
     const slot = -i - 1;
     this.hi[slot] = this.h1;
     this.lo[slot] = this.h2;
-    this.time[slot] = time;
+    this.time[slot] = slotTime;
     this.count++;
   }
 
   delete(key: string): boolean {
     const i = this.find(key);
     if (i < 0) return false;
+    if (this.time[i] === ODD) this.odd.delete(key);
     this.removeAt(i);
     return true;
   }
@@ -108,6 +122,8 @@ export class RecordIndex {
 
   /** Writes the table to a file; with `stamp` (16 bytes) to match at load. */
   save(path: string, stamp: Buffer): void {
+    // (the odd times' keys are not in the table: such a store walks LevelDB at start)
+    if (this.odd.size > 0) throw new Error('the index holds times a snapshot cannot');
     const fd = openSync(path, 'w', 0o600);
     try {
       const header = Buffer.alloc(HEADER_BYTES);

@@ -51,6 +51,3 @@ export function encodeMeta(meta: { format: number; created: number }): Buffer {
 export function decodeMeta(b: Buffer): { format?: unknown } {
   return msgpack.decode(b) as { format?: unknown };
 }
-
-/** The meta record holding the stamp of the index snapshot saved with this LevelDB. */
-export const INDEX_KEY = '!index';

@@ -16,7 +16,7 @@
 // (LevelDB's createIfMissing); an existing one that lacks CURRENT, or is damaged otherwise,
 // is refused with the repair advice, since LevelDB would otherwise write a new empty database
 // over it and delete its table files.
-import { randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Level } from 'level';
@@ -24,7 +24,7 @@ import { StoreError } from './errors.js';
 import type { Change, CommitGroup, CommitResult, GreylistStore, ScanOptions, StoreCapabilities, StoredRecord, StoreHealth, Value } from './types.js';
 import { checkGroups } from './commit.js';
 import { RecordIndex } from './index.js';
-import { decodeMeta, decodeTime, encodeMeta, encodeTime, FORMAT_KEY, FORMAT_VERSION, INDEX_KEY, IP_PREFIX, TRIPLET_PREFIX } from './keys.js';
+import { decodeMeta, decodeTime, encodeMeta, encodeTime, FORMAT_KEY, FORMAT_VERSION, IP_PREFIX, TRIPLET_PREFIX } from './keys.js';
 import { readWal, WalWriter, walFiles, walName } from './wal.js';
 import { PID_FILE, StoreLock } from './lock.js';
 
@@ -120,7 +120,9 @@ export class Store implements GreylistStore {
     const lock = takeLock(path, opts.program);
     try {
       const fresh = inspectDir(path);
-      return await Store.start(await openDb(path, fresh), path, opts, lock);
+      // taken before LevelDB opens (opening may rewrite its files)
+      const stamp = fresh ? null : fingerprint(path);
+      return await Store.start(await openDb(path, fresh), path, opts, lock, stamp);
     } catch (e) {
       lock.release();
       throw e;
@@ -129,16 +131,15 @@ export class Store implements GreylistStore {
 
   /** What every open does once LevelDB is open: the log's records into LevelDB, the index
    *  from its snapshot (or, after a crash, from LevelDB), a new log. */
-  private static async start(db: Db, path: string, opts: StoreOptions, lock: StoreLock): Promise<Store> {
+  private static async start(db: Db, path: string, opts: StoreOptions, lock: StoreLock, stamp: Buffer | null): Promise<Store> {
     try {
       const replayed = await replayWal(db, path);
-      const stamp = await db.get(INDEX_KEY);
       const snapshot = join(path, SNAPSHOT_FILE);
-      // a snapshot is the index only of the LevelDB it was saved with: its stamp is in both,
-      // and a log replayed since means LevelDB has changed after it
-      let index = stamp !== undefined && stamp.length === 16 && !replayed.changed ? RecordIndex.load(snapshot, stamp) : null;
+      // a snapshot is the index only of the LevelDB files it was saved beside (their names,
+      // sizes and times: any other writer changes them), and a log replayed since means
+      // LevelDB has changed after it
+      let index = stamp !== null && !replayed.changed ? RecordIndex.load(snapshot, stamp) : null;
       // from here on the snapshot must not be trusted again unless close() saves a new one
-      if (stamp !== undefined) await db.del(INDEX_KEY, { sync: true });
       removeFile(snapshot);
       index ??= await buildIndex(db);
       const wal = new WalWriter(join(path, walName(replayed.nextSeq)), replayed.nextSeq, opts.sync ?? false);
@@ -174,7 +175,7 @@ export class Store implements GreylistStore {
       throw e;
     }
     try {
-      return await Store.start(await openDb(path, false), path, opts, lock);
+      return await Store.start(await openDb(path, false), path, opts, lock, null);
     } catch (e) {
       lock.release();
       const message = e instanceof StoreError ? e.message : String(e);
@@ -471,22 +472,21 @@ export class Store implements GreylistStore {
       // every frame was written with write(): nothing is lost with the descriptor
     }
     try {
-      if (fed && this.failure === null) {
-        for (const f of walFiles(this.dir)) removeFile(f.path);
-        const snapshot = join(this.dir, SNAPSHOT_FILE);
-        try {
-          const stamp = randomBytes(16);
-          this.index.save(snapshot + '.tmp', stamp);
-          renameSync(snapshot + '.tmp', snapshot);
-          await this.db.put(INDEX_KEY, stamp, { sync: true });
-        } catch {
-          // without its stamp in LevelDB the snapshot is not used: the next start walks LevelDB
-          removeFile(snapshot + '.tmp');
-        }
-      }
+      const clean = fed && this.failure === null;
+      if (clean) for (const f of walFiles(this.dir)) removeFile(f.path);
       await this.db.close().catch((e: unknown) => {
         if (this.failure === null) throw e;
       });
+      if (clean) {
+        const snapshot = join(this.dir, SNAPSHOT_FILE);
+        try {
+          this.index.save(snapshot + '.tmp', fingerprint(this.dir));
+          renameSync(snapshot + '.tmp', snapshot);
+        } catch {
+          // no snapshot: the next start walks LevelDB
+          removeFile(snapshot + '.tmp');
+        }
+      }
     } finally {
       this.lock.release();
     }
@@ -801,4 +801,21 @@ function removeFile(path: string): void {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
+}
+
+/** What identifies LevelDB's files as they are: names, sizes and modification times of every
+ *  file but its informational log. A snapshot saved with one fingerprint is the index of
+ *  that LevelDB only. */
+function fingerprint(dir: string): Buffer {
+  const h = createHash('sha256');
+  for (const name of readdirSync(dir).sort()) {
+    if (!LEVELDB_FILE.test(name)) continue;
+    try {
+      const st = statSync(join(dir, name));
+      h.update(`${name} ${st.size} ${st.mtimeMs}\n`);
+    } catch {
+      h.update(`${name} gone\n`);
+    }
+  }
+  return h.digest().subarray(0, 16);
 }

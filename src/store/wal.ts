@@ -5,8 +5,9 @@
 // reads it, so every reader of the store (qgreyctl's offline paths, --repair, export) sees it.
 //
 // Files: wal-<sequence, 12 digits> in the state directory. Frame: u32 payload length,
-// u32 CRC-32 of the payload, payload; payload: entries of u8 kind (0 set, 1 delete), u32 time
-// (set only), u32 key length, the key in UTF-8. A torn or damaged frame ends the replay of
+// u32 CRC-32 of the payload, payload; payload: entries of u8 kind (0 set, 1 delete, 2 set
+// with a time a uint32 cannot hold), the time (u32; f64 for kind 2; none for a delete), u32 key
+// length, the key in UTF-8. A torn or damaged frame ends the replay of
 // its file: it can only be the last one written before the process or the machine died
 // (after a failed append the file is cut back to its last whole frame).
 import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
@@ -47,6 +48,11 @@ export function readWal(path: string): { changes: Change[]; torn: boolean } {
         const klen = b.readUInt32LE(p + 5);
         changes.push([b.toString('utf8', p + 9, p + 9 + klen), time]);
         p += 9 + klen;
+      } else if (kind === 2) {
+        const time = b.readDoubleLE(p + 1);
+        const klen = b.readUInt32LE(p + 9);
+        changes.push([b.toString('utf8', p + 13, p + 13 + klen), time]);
+        p += 13 + klen;
       } else {
         const klen = b.readUInt32LE(p + 1);
         changes.push([b.toString('utf8', p + 5, p + 5 + klen), null]);
@@ -82,7 +88,7 @@ export class WalWriter {
   /** Appends one frame holding `changes`; throws (nothing appended) when it cannot. */
   append(changes: readonly Change[]): void {
     let need = 8;
-    for (let i = 0; i < changes.length; i++) need += 9 + changes[i][0].length * 3;
+    for (let i = 0; i < changes.length; i++) need += 13 + changes[i][0].length * 3;
     if (need > this.buf.length) this.buf = Buffer.allocUnsafe(Math.max(need, this.buf.length * 2));
     const b = this.buf;
     let p = 8;
@@ -93,9 +99,15 @@ export class WalWriter {
         const klen = b.write(key, p + 5, 'utf8');
         b.writeUInt32LE(klen, p + 1);
         p += 5 + klen;
+      } else if (!(Number.isInteger(time) && time >= 0 && time <= 0xffffffff)) {
+        b[p] = 2;
+        b.writeDoubleLE(time, p + 1);
+        const klen = b.write(key, p + 13, 'utf8');
+        b.writeUInt32LE(klen, p + 9);
+        p += 13 + klen;
       } else {
         b[p] = 0;
-        b.writeUInt32LE(time >>> 0, p + 1);
+        b.writeUInt32LE(time, p + 1);
         const klen = b.write(key, p + 9, 'utf8');
         b.writeUInt32LE(klen, p + 5);
         p += 9 + klen;
