@@ -20,7 +20,7 @@ const IP_BIT = 0x40000000;
 const HASH_HI = 0x3fffffff;
 /** grow when more than this fraction of slots is taken */
 const MAX_LOAD = 0.5;
-const MIN_CAPACITY = 1 << 16;
+const MIN_CAPACITY = 1 << 12;
 
 export class RecordIndex {
   private hi: Uint32Array;
