@@ -2,7 +2,7 @@
 //
 //   node dist/bench/run.js [--duration 10] [--clients 32] [--seed 1] [--new 0.4] [--retry 0.3]
 //        [--hot 0.3] [--stored 0] [--big] [--count 1000000] [--no-sweep] [--node-loadgen] [--keep]
-//        [--rounds 1] [--perl PATH [--perl-port 1999] [--perl-args '-m 0.05 -w {whitelist} 127.0.0.1 {save}']]
+//        [--rounds 1] [--compare OTHER/qgreyd.js] [--perl PATH [--perl-port 1999] [--perl-args '-m 0.05 -w {whitelist} 127.0.0.1 {save}']]
 //
 // Standard set: the bare dgram baseline and qgreyd on an empty store, both driven by the same
 // load generator in the same run, so the ratio means something on a shared, noisy machine.
@@ -10,6 +10,7 @@
 // with them stored; then (unless --no-sweep) COUNT dead triplets and the expiry sweep's effect
 // on latency.
 // --rounds N: the standard set N times, alternating, with the median and range of each ratio.
+// --compare FILE: another build's dist/src/cli/qgreyd.js in each round (qgreyd/compared).
 // --perl PATH: greydaemon itself (run with perl) in each round, on --perl-port, with
 // --perl-args ({whitelist}, {save} and {port} filled in); each round then also gives
 // qgreyd/greydaemon.
@@ -37,6 +38,8 @@ const mix = ['new', 'retry', 'hot', 'stored'].flatMap((k) => (args[k] === undefi
 /** -m 0.05 (3 s): within a 10 s run, retries meet both "too soon" and "passed" */
 const DAEMON_FLAGS = ['-m', '0.05'];
 const rounds = Number(args.rounds ?? 1);
+/** another build's qgreyd.js (e.g. the last release), run in each round as well */
+const compare = typeof args.compare === 'string' && args.compare !== '' ? resolve(args.compare) : null;
 const perl = typeof args.perl === 'string' && args.perl !== '' ? resolve(args.perl) : null;
 const perlPort = Number(args['perl-port'] ?? 1999);
 const perlArgs = String(args['perl-args'] ?? '-m 0.05 -w {whitelist} 127.0.0.1 {save}');
@@ -115,7 +118,7 @@ interface Running {
 }
 
 /** Starts qgreyd with its log going to a file (as it would go to multilog), on a known port. */
-async function startQgreyd(stateDir: string, extra: string[] = [], profileDir?: string): Promise<Running> {
+async function startQgreyd(stateDir: string, extra: string[] = [], profileDir?: string, program = QGREYD): Promise<Running> {
   const port = await freePort();
   const wl = join(work, 'whitelist');
   writeFileSync(wl, BENCH_WHITELIST);
@@ -123,7 +126,7 @@ async function startQgreyd(stateDir: string, extra: string[] = [], profileDir?: 
   const fd = openSync(logFile, 'w');
   const node = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const spawnedAt = Date.now();
-  const proc = spawn(process.execPath, [...node, QGREYD, ...DAEMON_FLAGS, ...extra, '-w', wl, `127.0.0.1:${port}`, stateDir], { stdio: ['ignore', fd, 'inherit'] });
+  const proc = spawn(process.execPath, [...node, program, ...DAEMON_FLAGS, ...extra, '-w', wl, `127.0.0.1:${port}`, stateDir], { stdio: ['ignore', fd, 'inherit'] });
   closeSync(fd);
   const exited = new Promise<void>((r) => proc.on('exit', () => r()));
   return {
@@ -194,8 +197,8 @@ interface Row {
 const rows: Row[] = [];
 const notes: string[] = [];
 
-async function qgreydRun(name: string, stateDir: string, extra: string[] = [], loadExtra: string[] = []): Promise<Row> {
-  const d = await startQgreyd(stateDir, extra, args.profile ? join(work, 'profile') : undefined);
+async function qgreydRun(name: string, stateDir: string, extra: string[] = [], loadExtra: string[] = [], program = QGREYD): Promise<Row> {
+  const d = await startQgreyd(stateDir, extra, args.profile ? join(work, 'profile') : undefined, program);
   const first = await firstReply(d);
   if (first === null) throw new Error(`qgreyd did not answer; log in ${d.logFile}`);
   let hwm = 0;
@@ -216,6 +219,10 @@ function fmtRow(x: Row, base: number): string {
 async function main(): Promise<void> {
   say(`bench: work dir ${work}; ${clients} clients, ${duration} s per run, generator ${loadgen === '' ? 'node' : 'C'}`);
   const ratios: Record<string, number[]> = { 'qgreyd / baseline': [] };
+  if (compare !== null) {
+    ratios['compared build / baseline'] = [];
+    ratios['qgreyd / compared build'] = [];
+  }
   if (perl !== null) {
     ratios['greydaemon / baseline'] = [];
     ratios['qgreyd / greydaemon'] = [];
@@ -237,6 +244,14 @@ async function main(): Promise<void> {
     rmSync(empty, { recursive: true, force: true });
     say(`bench: qgreyd empty store ${e.r.rps} req/s`);
     ratios['qgreyd / baseline'].push(e.r.rps / base.rps);
+    if (compare !== null) {
+      const dir = join(work, `compare-${round}`);
+      fillStore(dir, 0, false);
+      const c = await qgreydRun(`compared build ${compare}${rounds > 1 ? ` (round ${round})` : ''}`, dir, [], [], compare);
+      rmSync(dir, { recursive: true, force: true });
+      ratios['compared build / baseline'].push(c.r.rps / base.rps);
+      ratios['qgreyd / compared build'].push(e.r.rps / c.r.rps);
+    }
     if (perl !== null) {
       const g = await perlRun(round);
       ratios['greydaemon / baseline'].push(g.r.rps / base.rps);

@@ -23,8 +23,10 @@ export interface Options {
   sync: boolean;
   /** --allow: client networks that may query; empty: the default for the listen address */
   allow: string[];
-  /** --cache-size: records the store's LRU cache holds */
+  /** --cache-size: accepted for old run scripts; the local store keeps every record in its index */
   cacheSize: number;
+  /** --max-records: the most records the store's index holds; past it new records are refused */
+  maxRecords: number;
   /** --fail-closed: a request that cannot be decided is deferred (00 04), not accepted (01 05) */
   failClosed: boolean;
   /** every listen address, in the order given */
@@ -36,6 +38,8 @@ export interface Options {
 }
 
 export const DEFAULT_CACHE_SIZE = 100_000;
+/** 20M records: an index of 2^25 slots, 402 MB */
+export const DEFAULT_MAX_RECORDS = 20_000_000;
 
 export type Parsed =
   | { kind: 'run'; options: Options }
@@ -46,7 +50,7 @@ export type Parsed =
 export class UsageError extends Error {}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
-              [--sync] [--allow CIDR]... [--cache-size N] [--fail-closed]
+              [--sync] [--allow CIDR]... [--max-records N] [--fail-closed]
               [ipaddr[:port] [statedir]]
        qgreyd --repair [statedir]
 
@@ -69,7 +73,9 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
                               ranges or addresses, several per value separated by blanks
                               or commas). Default: loopback only when every listen
                               address is loopback, everyone (with a warning) otherwise
-      --cache-size N          records kept in the memory cache (${DEFAULT_CACHE_SIZE})
+      --max-records N         records the store holds at most (${DEFAULT_MAX_RECORDS}); past
+                              it a request that would add one is not decided
+      --cache-size N          ignored (every record is in memory); kept for old scripts
       --fail-closed           when a request cannot be decided (store unavailable,
                               overload, shutdown) answer defer (00 04), not accept (01 05)
       --repair                rebuild a corrupt store with LevelDB's repair, then exit
@@ -86,7 +92,7 @@ const NUMERIC: Array<[flag: string, name: string, unit: string, min: number, all
 export function parseArgs(argv: string[]): Parsed {
   const unknown: string[] = [];
   const a = minimist(argv, {
-    string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size'],
+    string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size', 'max-records'],
     boolean: ['d', 'help', 'version', 'sync', 'repair', 'fail-closed'],
     alias: { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' },
     unknown: (arg) => {
@@ -137,6 +143,14 @@ export function parseArgs(argv: string[]): Parsed {
     }
     cacheSize = Number(rawCache.trim());
   }
+  let maxRecords = DEFAULT_MAX_RECORDS;
+  const rawMax = last(a['max-records']);
+  if (rawMax !== undefined) {
+    if (!/^\d{1,10}$/.test(rawMax.trim()) || Number(rawMax.trim()) < 1 || Number(rawMax.trim()) > 1_000_000_000) {
+      throw new UsageError(`--max-records: ${JSON.stringify(rawMax)} is not a whole number of records from 1 to 1000000000; give e.g. --max-records ${DEFAULT_MAX_RECORDS}`);
+    }
+    maxRecords = Number(rawMax.trim());
+  }
 
   const pos = a._.map(String);
   if (pos.length > 2) throw new UsageError(`too many arguments (${pos.slice(2).join(' ')}); expected [ipaddr[:port] [statedir]]`);
@@ -158,6 +172,7 @@ export function parseArgs(argv: string[]): Parsed {
       sync: Boolean(a.sync),
       allow,
       cacheSize,
+      maxRecords,
       listen,
       failClosed: Boolean(a['fail-closed']),
       host,

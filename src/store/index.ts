@@ -18,8 +18,8 @@ const OCCUPIED = 0x80000000;
 const ODD = 0xffffffff;
 const IP_BIT = 0x40000000;
 const HASH_HI = 0x3fffffff;
-/** grow when more than this fraction of slots is taken */
-const MAX_LOAD = 0.5;
+/** grow when more than this fraction of slots is taken: 10M records fit 2^24 slots (201 MB) */
+const MAX_LOAD = 0.625;
 const MIN_CAPACITY = 1 << 12;
 
 export class RecordIndex {

@@ -32,8 +32,10 @@ export { FORMAT_KEY, FORMAT_VERSION, IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDb
 export { StoreError, type StoreErrorCode } from './errors.js';
 
 export interface StoreOptions {
-  /** how many records the cache holds (default 100000) */
+  /** ignored: every record is in the index (kept so that older callers compile) */
   cacheSize?: number;
+  /** the most records the store holds; a commit that would add more is refused */
+  maxRecords?: number;
   /** fsync each batch: survives power loss, not only process death (default false) */
   sync?: boolean;
   /** told when the store fails at run time, when a reopen fails, and when it is back */
@@ -81,6 +83,7 @@ export const SNAPSHOT_FILE = 'index.snapshot';
 export class Store implements GreylistStore {
   readonly capabilities = CAPABILITIES;
   private readonly sync: boolean;
+  private readonly maxRecords: number;
   private closed = false;
   private failure: Failure | null = null;
   private reopening: Promise<void> | null = null;
@@ -107,6 +110,7 @@ export class Store implements GreylistStore {
     private wal: WalWriter,
   ) {
     this.sync = opts.sync ?? false;
+    this.maxRecords = opts.maxRecords ?? Infinity;
   }
 
   get location(): string {
@@ -233,6 +237,7 @@ export class Store implements GreylistStore {
       changes = accepted;
     }
     if (changes.length === 0) return conflicts;
+    if (this.index.size >= this.maxRecords) this.checkRoom(changes);
     this.append(changes);
     for (let i = 0; i < changes.length; i++) {
       const [key, time] = changes[i];
@@ -258,6 +263,17 @@ export class Store implements GreylistStore {
   async write(ops: ReadonlyArray<readonly [key: string, time: number | null]>): Promise<void> {
     if (ops.length === 0) return;
     await this.commit([{ expect: [], changes: ops }]);
+  }
+
+  /** At the bound, a commit that would add a record is refused whole (the request is not
+   *  decided: 01 05, or 00 04 with --fail-closed); refreshing and deleting go on, so the
+   *  sweep makes room again. */
+  private checkRoom(changes: readonly Change[]): void {
+    let adds = 0;
+    for (const [key, time] of changes) if (time !== null && this.index.get(key) === undefined) adds++;
+    if (adds > 0 && this.index.size + adds > this.maxRecords) {
+      throw new StoreError('QGREYD_STORE_FULL', `state directory ${this.dir}: the store holds ${this.index.size} records, the most --max-records allows; new records wait for the sweep to expire old ones, or raise --max-records`, true);
+    }
   }
 
   /** One frame in the log; the failure state follows whether it could be written. */
