@@ -368,7 +368,7 @@ async function sweepRun(dir: string, ref: Row): Promise<void> {
     notes.push('sweep: did not finish within 300 s');
     return;
   }
-  const m = /scanned=(\d+) deleted=(\d+) ms=(\d+)/.exec(sw.line)!;
+  const m = /scanned=(\d+) deleted=(\d+) .*ms=(\d+)$/.exec(sw.line)!;
   const sweepMs = Number(m[3]);
   const endRel = sw.at - r.start_ms;
   const startRel = endRel - sweepMs;
