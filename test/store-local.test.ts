@@ -3,7 +3,7 @@
 // torn log tail, the record bound.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { RecordIndex } from '../src/store/index.js';
@@ -126,6 +126,63 @@ describe('the write-ahead log', () => {
       assert.ok(!readdirSync(state).includes(SNAPSHOT_FILE), 'a crash from here on must not find a stale snapshot');
       assert.deepEqual(await again.get([ipKey('192.0.2.1')]), [5]);
       await again.close();
+    } finally {
+      removeDir(dir);
+    }
+  });
+});
+
+describe('the live snapshot', () => {
+  /** commits 300, saves a live snapshot, commits 200 more and a delete, dies by SIGKILL */
+  function snapshotAndDie(state: string): void {
+    const script = `
+      const { Store } = await import(${JSON.stringify(LEVELDB_JS)});
+      const s = await Store.open(process.argv[1]);
+      const batch = (from, to) => Array.from({ length: to - from }, (_, i) => ['G 192.0.2.1 s' + (from + i) + '@x r@y', 1700000000 + from + i]);
+      s.commitSync([{ expect: [], changes: batch(0, 300) }]);
+      await s.saveLiveSnapshot();
+      s.commitSync([{ expect: [], changes: batch(300, 500) }]);
+      s.commitSync([{ expect: [], changes: [['G 192.0.2.1 s7@x r@y', null]] }]);
+      process.kill(process.pid, 'SIGKILL');`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, state], { encoding: 'utf8' });
+    assert.equal(r.signal, 'SIGKILL', r.stderr);
+  }
+
+  it('a start after a crash loads it and replays the logs since, instead of walking LevelDB', async () => {
+    const dir = tempDir();
+    const state = join(dir, 'state');
+    try {
+      snapshotAndDie(state);
+      const s = await Store.open(state);
+      try {
+        assert.equal(s.indexSource, 'live-snapshot');
+        const keys = Array.from({ length: 500 }, (_, i) => tripletDbKey(`192.0.2.1 s${i}@x r@y`));
+        const got = await s.get(keys);
+        for (let i = 0; i < 500; i++) assert.equal(got[i], i === 7 ? undefined : 1_700_000_000 + i, `record ${i}`);
+        assert.equal(s.memoryRecords, 499);
+      } finally {
+        await s.close();
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('is not trusted when a log it needs is missing: the index is walked from LevelDB', async () => {
+    const dir = tempDir();
+    const state = join(dir, 'state');
+    try {
+      snapshotAndDie(state);
+      const logs = readdirSync(state).filter((f) => f.startsWith('wal-')).sort();
+      // the log after the snapshot is gone (lost, or removed by hand)
+      rmSync(join(state, logs[logs.length - 1]));
+      const s = await Store.open(state);
+      try {
+        assert.equal(s.indexSource, 'walk');
+        assert.equal(s.memoryRecords, 300, 'what LevelDB and the remaining log hold');
+      } finally {
+        await s.close();
+      }
     } finally {
       removeDir(dir);
     }
