@@ -8,6 +8,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeadIp, isDeadTriplet, isFuture, normaliseSender, stripSpaces, tripletKey, asciiLower, type Settings } from './policy.js';
 import { normaliseIp } from './protocol.js';
+import type { LiveCounters } from './metrics.js';
 import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
 
 export interface OpsContext {
@@ -127,6 +128,8 @@ export interface Stats {
   future: { count: number; furthest: number | null };
   /** bytes of the files in the state directory */
   diskBytes: number;
+  /** the running daemon's counters (through its admin socket only) */
+  live?: LiveCounters;
 }
 
 export async function stats(ctx: OpsContext): Promise<Stats> {

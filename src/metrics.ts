@@ -13,11 +13,33 @@ export interface MetricsSources {
   malformed(): number;
   /** true while the store answers reads and writes */
   storeHealthy(): boolean;
-  /** records counted by the last sweep (the store keeps no live count), or null before it */
-  storeRecords(): { ips: number; triplets: number } | null;
+  /** records left by the last sweep (scanned less deleted; the store keeps no live count),
+   *  or null before the first sweep */
+  storeRecords(): number | null;
   lastSweep(): { at: number; scanned: number; deleted: number; ms: number } | null;
   /** every whitelist entry with the number of requests it matched since start */
   whitelistHits(): Iterable<{ file: string; line: number; entry: string; hits: number }>;
+}
+
+/** The daemon's live counters as qgreyctl stats shows them (through the admin socket). The
+ *  replies by reason and the whitelist hits are counted only with --metrics. */
+export interface LiveCounters {
+  /** when the daemon started, Unix seconds */
+  started: number;
+  received: number;
+  replied: number;
+  malformed: number;
+  storeErrors: number;
+  shutdown: number;
+  refused: number;
+  overload: number;
+  inFlight: number;
+  storeHealthy: boolean;
+  lastSweep: { at: number; scanned: number; deleted: number; ms: number } | null;
+  whitelistEntries: number;
+  /** null without --metrics */
+  replies: Array<{ reply: string; reason: string; count: number }> | null;
+  whitelistHits: Array<{ file: string; line: number; entry: string; hits: number }> | null;
 }
 
 /** Request latency buckets, seconds: the client waits about 3 s, so everything that matters
@@ -29,6 +51,9 @@ export class Metrics {
   private readonly replies: Counter<'reply' | 'reason'>;
   private readonly latency: Histogram;
   private readonly bound = new Map<string, Counter.Internal>();
+  /** requests each whitelist entry matched; keyed by the entry object, so a reloaded list
+   *  starts its entries at 0 and the old ones are collected with the old list */
+  private readonly hits = new WeakMap<object, number>();
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -71,15 +96,15 @@ export class Metrics {
     gauge('qgreyd_store_healthy', '1 while the store answers, 0 while it is failing.', () => (sources.storeHealthy() ? 1 : 0));
     new Gauge({
       name: 'qgreyd_store_records',
-      help: 'Records in the store by kind, as counted by the last sweep.',
-      labelNames: ['kind'],
+      help: 'Records (known-good IPs and triplets) the last sweep left in the store: it scanned them all and deleted the dead. The store keeps no live count, so records written since are not included; absent until the first sweep.',
+      // labelled so that before the first sweep there is no sample at all (a bare gauge
+      // always shows one, and 0 would read as an empty store)
+      labelNames: ['counted_by'],
       registers,
       collect() {
         const r = sources.storeRecords();
         this.reset();
-        if (r === null) return;
-        this.set({ kind: 'ip' }, r.ips);
-        this.set({ kind: 'triplet' }, r.triplets);
+        if (r !== null) this.set({ counted_by: 'last_sweep' }, r);
       },
     });
     new Gauge({
@@ -119,8 +144,10 @@ export class Metrics {
     });
   }
 
-  /** One reply sent, `seconds` after its request was read. */
-  reply(replyText: string, reason: string, seconds: number): void {
+  /** One reply sent, `seconds` after its request was read; `whitelistEntry` is the entry that
+   *  matched its client, if one did. */
+  reply(replyText: string, reason: string, seconds: number, whitelistEntry?: object): void {
+    if (whitelistEntry !== undefined) this.hits.set(whitelistEntry, (this.hits.get(whitelistEntry) ?? 0) + 1);
     const key = replyText + reason;
     let child = this.bound.get(key);
     if (child === undefined) {
@@ -129,6 +156,17 @@ export class Metrics {
     }
     child.inc();
     this.latency.observe(seconds);
+  }
+
+  /** Requests the whitelist entry matched since it was loaded (with --metrics only). */
+  whitelistHits(entry: object): number {
+    return this.hits.get(entry) ?? 0;
+  }
+
+  /** Replies by reply and reason, for qgreyctl stats: the counter's own values. */
+  async replyCounts(): Promise<Array<{ reply: string; reason: string; count: number }>> {
+    const m = await this.replies.get();
+    return m.values.map((v) => ({ reply: String(v.labels.reply), reason: String(v.labels.reason), count: v.value }));
   }
 
   /** The exposition text, as served at /metrics. */

@@ -3,10 +3,12 @@
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { AllowList, RateLimitedCounter } from './access.js';
 import type { Greylist, Result } from './greylist.js';
 import { escapeField, LineWriter, quoted, RateLimitedLines } from './log.js';
 import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
+import type { Metrics } from './metrics.js';
 import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';
 
 /** Recipients shown in one log line; the rest are counted. */
@@ -38,6 +40,8 @@ export interface ServerOptions {
   /** at close, how long requests still waiting for a batch may wait before they are answered
    *  "not decided" (reason=shutdown); default SHUTDOWN_GRACE_MS */
   shutdownGraceMs?: number;
+  /** --metrics: told of every reply */
+  metrics?: Pick<Metrics, 'reply'>;
 }
 
 /** One bound socket. A reply is sent through the socket its request came in on, so that it
@@ -110,6 +114,11 @@ export class Server {
     this.refused = new RateLimitedCounter((l) => opts.log.line(l), 'refused');
     this.overload = new RateLimitedCounter((l) => opts.log.line(l), 'overload');
     this.malformedLog = new RateLimitedLines((l) => opts.log.line(l), 'malformed');
+  }
+
+  /** Requests read and not yet answered. */
+  get pending(): number {
+    return this.inFlight;
   }
 
   /** Start deciding, beginning with what arrived since listen(). */
@@ -248,10 +257,11 @@ export class Server {
     const req = decoded.request;
     this.inFlight++;
     this.inFlightBytes += msg.length;
+    const t0 = this.opts.metrics === undefined ? 0 : performance.now();
     greylist.submit(
       req,
       (result) => {
-        this.answer(client, rinfo, msg, req, result);
+        this.answer(client, rinfo, msg, req, result, t0);
         this.inFlightBytes -= msg.length;
         if (--this.inFlight === 0) {
           const d = this.drained;
@@ -291,7 +301,7 @@ export class Server {
     }
   };
 
-  private answer(client: string, rinfo: Peer, msg: Buffer, req: Request, result: Result): void {
+  private answer(client: string, rinfo: Peer, msg: Buffer, req: Request, result: Result, t0: number): void {
     if (result.kind === 'malformed') {
       this.malformed(client, msg, result.error, req.ip);
       return;
@@ -307,7 +317,8 @@ export class Server {
       const more = rc.length > LOG_RECIPIENTS ? `,+${rc.length - LOG_RECIPIENTS}` : '';
       line += ` from=<${escapeField(req.tail.sender)}> to=${shown}${more}`;
     }
-    line += ` reply=${replyText(verdict)} reason=${result.kind === 'decision' ? verdict : result.reason}`;
+    const reason = result.kind === 'decision' ? verdict : result.reason;
+    line += ` reply=${replyText(verdict)} reason=${reason}`;
     if (result.kind === 'decision' && result.whitelistEntry) {
       line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
     }
@@ -317,6 +328,7 @@ export class Server {
       if (result.error !== undefined) line += ` error=${quoted(result.error)}`;
     }
     this.opts.log.line(line);
+    this.opts.metrics?.reply(replyText(verdict), reason, (performance.now() - t0) / 1000, result.kind === 'decision' ? result.whitelistEntry : undefined);
     if (this.opts.debug && result.kind === 'decision') {
       for (const d of result.decision.detail) {
         this.opts.log.line(`debug client=${client} triplet=<${escapeField(d.key)}> outcome=${d.outcome} age=${d.age ?? '-'}`);

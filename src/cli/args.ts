@@ -29,6 +29,8 @@ export interface Options {
   failClosed: boolean;
   /** every listen address, in the order given */
   listen: ListenSpec[];
+  /** --metrics: where to serve /metrics, or null for no metrics server */
+  metrics: { host: string; port: number } | null;
   /** the first listen address */
   host: string;
   port: number;
@@ -47,6 +49,7 @@ export class UsageError extends Error {}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
               [--sync] [--allow CIDR]... [--cache-size N] [--fail-closed]
+              [--metrics [HOST:]PORT]
               [ipaddr[:port] [statedir]]
        qgreyd --repair [statedir]
 
@@ -72,6 +75,9 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
       --cache-size N          records kept in the memory cache (${DEFAULT_CACHE_SIZE})
       --fail-closed           when a request cannot be decided (store unavailable,
                               overload, shutdown) answer defer (00 04), not accept (01 05)
+      --metrics [HOST:]PORT   serve live counters in the Prometheus text format at
+                              http://HOST:PORT/metrics (HOST defaults to 127.0.0.1;
+                              [::1]:9419 for IPv6; port 0 picks a free port)
       --repair                rebuild a corrupt store with LevelDB's repair, then exit
       --help, --version
 Values may be fractional: -m 0.05 is three seconds.`;
@@ -83,12 +89,15 @@ const NUMERIC: Array<[flag: string, name: string, unit: string, min: number, all
   ['m', 'min-resend', 'minutes', 0, true],
 ];
 
+const STRING_FLAGS = ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size', 'metrics'];
+const ALIASES = { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' };
+
 export function parseArgs(argv: string[]): Parsed {
   const unknown: string[] = [];
-  const a = minimist(argv, {
-    string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size'],
+  const a = minimist(keepNegativeValues(argv, [...STRING_FLAGS, ...Object.values(ALIASES)]), {
+    string: STRING_FLAGS,
     boolean: ['d', 'help', 'version', 'sync', 'repair', 'fail-closed'],
-    alias: { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' },
+    alias: ALIASES,
     unknown: (arg) => {
       if (arg.startsWith('-') && arg !== '-' && !/^-\d/.test(arg)) {
         unknown.push(arg);
@@ -138,6 +147,8 @@ export function parseArgs(argv: string[]): Parsed {
     cacheSize = Number(rawCache.trim());
   }
 
+  const metrics = parseMetrics(last(a.metrics));
+
   const pos = a._.map(String);
   if (pos.length > 2) throw new UsageError(`too many arguments (${pos.slice(2).join(' ')}); expected [ipaddr[:port] [statedir]]`);
   const listen = parseListenList(pos[0] ?? '');
@@ -160,6 +171,7 @@ export function parseArgs(argv: string[]): Parsed {
       cacheSize,
       listen,
       failClosed: Boolean(a['fail-closed']),
+      metrics,
       host,
       port,
       stateDir,
@@ -179,6 +191,47 @@ function parseAllow(v: unknown): string[] {
       const r = parseRange(item);
       if (typeof r === 'string') throw new UsageError(`--allow: ${JSON.stringify(item)} ${r}`);
       out.push(item);
+    }
+  }
+  return out;
+}
+
+/** --metrics [HOST:]PORT: a bare port is on loopback, so that turning metrics on never
+ *  publishes them beyond this host by accident. */
+export function parseMetrics(text: string | undefined): { host: string; port: number } | null {
+  if (text === undefined) return null;
+  const t = text.trim();
+  const example = 'give e.g. --metrics 9419 (loopback) or --metrics 192.0.2.25:9419';
+  if (t === '') throw new UsageError(`--metrics: needs a port or HOST:PORT; ${example}`);
+  const spec = /^\d+$/.test(t) ? `${DEFAULT_HOST}:${t}` : t;
+  if (!/:\d+$/.test(spec)) throw new UsageError(`--metrics: ${JSON.stringify(text)} has no port; ${example}`);
+  try {
+    return parseListen(spec);
+  } catch (e) {
+    if (e instanceof UsageError) throw new UsageError(`--metrics: ${e.message.replace(/^\w+: /, '')}`);
+    throw e;
+  }
+}
+
+/** minimist reads "-m -5" as -m without a value and a flag -5, so a negative number would be
+ *  lost before it could be refused by name ("" is not a number). A value that looks like a
+ *  negative number after a flag that takes a value is joined to it (--min-resend=-5). */
+export function keepNegativeValues(argv: string[], valueFlags: readonly string[]): string[] {
+  const takes = new Set(valueFlags);
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const m = /^--?([^=]+)$/.exec(arg);
+    const next = argv[i + 1];
+    if (m !== null && takes.has(m[1]) && (arg.startsWith('--') || m[1].length === 1) && next !== undefined && /^-(\d|\.\d)/.test(next)) {
+      out.push(`${arg.startsWith('--') ? '--' : '-'}${m[1]}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
     }
   }
   return out;

@@ -10,6 +10,7 @@ import { createReadStream, existsSync, fstatSync, openSync, readFileSync, rename
 import { isIP } from 'node:net';
 import minimist from 'minimist';
 import { CtlError, DEFAULT_WAIT_MS, openBackend, type Backend } from '../admin-client.js';
+import type { LiveCounters } from '../metrics.js';
 import { formatSaveLine, isDead, OpsError, parseSaveLine, type DumpFilter, type SaveRecord, type Stats } from '../admin-ops.js';
 import { unixNow } from '../greylist.js';
 import { escapeField } from '../log.js';
@@ -425,7 +426,34 @@ function statsText(s: Stats, b: Backend): string {
     // a daemon older than this qgreyctl does not report them
     ...(s.future === undefined ? [] : [futureText(s)]),
     `disk            ${s.diskBytes} bytes (${(s.diskBytes / 1048576).toFixed(1)} MiB)`,
+    ...(s.live === undefined ? [] : liveText(s.live, s.now)),
   ].join('\n') + '\n';
+}
+
+/** The running daemon's counters since it started. */
+function liveText(l: LiveCounters, now: number): string[] {
+  const out = [
+    `daemon up       since ${iso(l.started)} (${age(now - l.started)}); store ${l.storeHealthy ? 'healthy' : 'FAILING (answering not decided)'}`,
+    `requests        received ${l.received}, replied ${l.replied}, in flight ${l.inFlight}, malformed ${l.malformed}, refused (not in --allow) ${l.refused}, overload ${l.overload}, store errors ${l.storeErrors}` +
+      (l.shutdown > 0 ? `, shutdown ${l.shutdown}` : ''),
+    l.lastSweep === null
+      ? 'last sweep      none yet'
+      : `last sweep      ${iso(l.lastSweep.at)} (${ago(now - l.lastSweep.at)}): scanned ${l.lastSweep.scanned}, deleted ${l.lastSweep.deleted}, ${l.lastSweep.ms} ms`,
+  ];
+  if (l.replies === null) {
+    out.push(`replies         by reason: counted only with qgreyd --metrics`);
+  } else {
+    const sorted = [...l.replies].sort((a, b) => b.count - a.count || a.reason.localeCompare(b.reason));
+    out.push(`replies         ${sorted.length === 0 ? 'none yet' : sorted.map((r) => `${r.reason} (${r.reply}) ${r.count}`).join(', ')}`);
+  }
+  if (l.whitelistHits === null) {
+    out.push(`whitelist       ${l.whitelistEntries} entries; hits per entry: counted only with qgreyd --metrics`);
+  } else {
+    const unused = l.whitelistHits.filter((h) => h.hits === 0).length;
+    out.push(`whitelist       ${l.whitelistEntries} entries, ${unused} never matched since the daemon started or the list was reloaded`);
+    for (const h of l.whitelistHits) out.push(`  ${String(h.hits).padStart(10)}  ${escapeField(h.file)}:${h.line} ${escapeField(h.entry)}`);
+  }
+  return out;
 }
 
 /** "5m ago", or "in 5m" for a time ahead of now */

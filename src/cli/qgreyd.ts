@@ -9,6 +9,7 @@ import { AdminServer } from '../admin.js';
 import { ClockWatch } from '../clock.js';
 import { Greylist, unixNow } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
+import { Metrics, type LiveCounters, type MetricsServer } from '../metrics.js';
 import { settingsFrom } from '../policy.js';
 import { isWildcard } from '../listen.js';
 import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
@@ -17,6 +18,7 @@ import { Store, StoreError } from '../store.js';
 import { Whitelist, WhitelistError, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
+import { writeSettings } from './recorded-settings.js';
 import { checkStatePath, secureStateDir } from './statedir.js';
 import { repairStore } from './repair.js';
 
@@ -100,7 +102,27 @@ async function main(argv: string[]): Promise<void> {
   const allow = options.allow.length > 0 ? AllowList.parse(options.allow) : AllowList.defaultFor(options.listen.map((l) => l.host));
   // QGREYD_MAX_IN_FLIGHT: a small in-flight bound, for the tests that go past it
   const maxInFlight = Number(process.env.QGREYD_MAX_IN_FLIGHT) || undefined;
-  const server = new Server({ listen: options.listen, debug: options.debug, log, allow, failClosed: options.failClosed, maxInFlight });
+  // what a scrape and qgreyctl stats read, filled in as the parts below come up
+  const started = Math.floor(Date.now() / 1000);
+  let gl: Greylist | null = null;
+  let store: Store | null = null;
+  let lastSweep: LiveCounters['lastSweep'] = null;
+  const metrics: Metrics | null =
+    options.metrics === null
+      ? null
+      : new Metrics({
+          inFlight: () => server.pending,
+          refused: () => server.refused.total,
+          overload: () => server.overload.total,
+          malformed: () => server.counters.malformed,
+          storeHealthy: () => store?.healthy ?? false,
+          storeRecords: () => (lastSweep === null ? null : lastSweep.scanned - lastSweep.deleted),
+          lastSweep: () => lastSweep,
+          whitelistHits: () => whitelistHits() ?? [],
+        });
+  const whitelistHits = (): LiveCounters['whitelistHits'] =>
+    metrics === null || gl === null ? null : gl.whitelist.entries.map((e) => ({ file: e.file, line: e.line, entry: e.text, hits: metrics.whitelistHits(e) }));
+  const server: Server = new Server({ listen: options.listen, debug: options.debug, log, allow, failClosed: options.failClosed, maxInFlight, metrics: metrics ?? undefined });
   let bound: { bound: string[]; failed: ListenError[] };
   try {
     bound = await server.listen();
@@ -111,6 +133,21 @@ async function main(argv: string[]): Promise<void> {
     if (e.code === 'EACCES') fail(`cannot listen on ${where}: permission denied (ports below 1024 need root; use -u to drop privileges after binding)`, EXIT_PERMANENT);
     if (e.code === 'EADDRNOTAVAIL') fail(`cannot listen on ${where}: that address is not on this host`, EXIT_PERMANENT);
     fail(`cannot listen on ${where}: ${e.message}`, EXIT_TEMPORARY);
+  }
+
+  // before -u, as the UDP sockets: a port below 1024 needs root
+  let metricsServer: MetricsServer | null = null;
+  if (metrics !== null && options.metrics !== null) {
+    const where = options.metrics.host.includes(':') ? `[${options.metrics.host}]:${options.metrics.port}` : `${options.metrics.host}:${options.metrics.port}`;
+    try {
+      metricsServer = await metrics.listen(options.metrics.host, options.metrics.port);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE') fail(`--metrics ${where}: address in use (another qgreyd, or another exporter on that port?); give another port`, EXIT_TEMPORARY);
+      if (code === 'EACCES') fail(`--metrics ${where}: permission denied (ports below 1024 need root)`, EXIT_PERMANENT);
+      if (code === 'EADDRNOTAVAIL') fail(`--metrics ${where}: that address is not on this host`, EXIT_PERMANENT);
+      fail(`--metrics ${where}: ${(e as Error).message}`, EXIT_TEMPORARY);
+    }
   }
 
   // greydaemon's last argument is its save file: imported once into a store directory beside
@@ -138,7 +175,6 @@ async function main(argv: string[]): Promise<void> {
     throw e;
   }
 
-  let store: Store;
   try {
     store = await Store.open(options.stateDir, {
       program: 'qgreyd',
@@ -176,14 +212,38 @@ async function main(argv: string[]): Promise<void> {
     ),
   );
   const clockTimer = setInterval(() => clock.check(), CLOCK_CHECK_MS);
-  const gl = new Greylist(store, settings, whitelist, () => Math.floor(wallMs() / 1000));
+  const greylist = new Greylist(store, settings, whitelist, () => Math.floor(wallMs() / 1000));
+  gl = greylist;
   gl.expiryClock = () => clock.expiryNow();
   server.attach(gl);
+  // qgreyctl judges records by these while the daemon is stopped
+  try {
+    writeSettings(store.dir, { timeoutDays: options.timeoutDays, greyHours: options.greyHours, minResendMinutes: options.minResendMinutes }, `qgreyd ${ver}`);
+  } catch (e) {
+    log.line(`warning settings not recorded in ${store.dir}, qgreyctl will use its defaults while qgreyd is stopped: ${quoted((e as Error).message)}`);
+  }
+  const openStore = store;
+  const live = async (): Promise<LiveCounters> => ({
+    started,
+    ...server.counters,
+    refused: server.refused.total,
+    overload: server.overload.total,
+    inFlight: server.pending,
+    storeHealthy: openStore.healthy,
+    lastSweep,
+    whitelistEntries: greylist.whitelist.size,
+    replies: metrics === null ? null : await metrics.replyCounts(),
+    whitelistHits: whitelistHits(),
+  });
   // before the start line, so that qgreyctl finds the socket as soon as the daemon is up
-  const admin = new AdminServer(gl, store, log, ver);
+  const admin = new AdminServer(gl, store, log, ver, live);
   const adminError = await admin.listen().then(() => null, (e: Error) => e.message);
 
   const listen = bound.bound.join(',');
+  if (metricsServer !== null) {
+    const a = metricsServer.address.includes(':') ? `[${metricsServer.address}]` : metricsServer.address;
+    log.line(`metrics listen=${a}:${metricsServer.port} url=http://${a}:${metricsServer.port}/metrics`);
+  }
   log.line(
     `start version=${ver} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
       `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
@@ -220,6 +280,7 @@ async function main(argv: string[]): Promise<void> {
           corruptLogged = true;
           log.line(`error sweep stepped over a corrupt part of the store, and will each time until it is repaired: ${quoted(r.corrupt)}`);
         }
+        lastSweep = { at: Math.floor(Date.now() / 1000), scanned: r.scanned, deleted: r.deleted, ms: r.ms };
         log.line(
           `sweep scanned=${r.scanned} deleted=${r.deleted}` +
             (r.normalised > 0 ? ` future-dated-set-to-now=${r.normalised}` : '') +
@@ -272,8 +333,9 @@ async function main(argv: string[]): Promise<void> {
     void (async () => {
       await server.close();
       await admin.close();
+      await metricsServer?.close();
       await gl.stop();
-      await store.close();
+      await openStore.close();
       const c = server.counters;
       log.line(
         `stopped received=${c.received} replied=${c.replied} malformed=${c.malformed} store-errors=${c.storeErrors} ` +
