@@ -115,7 +115,7 @@ test('it writes run, log/run, env/, whitelist, data/ and log/main with owners an
     assert.match(r.stdout, /^ +tcprules \/etc\/tcp\.smtp\.cdb \/etc\/tcp\.smtp\.tmp < \/etc\/tcp\.smtp$/m);
 
     const env = (n: string) => readFileSync(join(svc, 'env', n), 'utf8');
-    assert.deepEqual(readdirSync(join(svc, 'env')).sort(), ['ALLOW', 'CACHE_SIZE', 'DEBUG', 'FAIL_CLOSED', 'GREY_HOURS', 'IP', 'MIN_RESEND_MINUTES', 'PORT', 'STATE', 'SWEEP_MINUTES', 'SYNC', 'TIMEOUT_DAYS', 'USER', 'WHITELIST']);
+    assert.deepEqual(readdirSync(join(svc, 'env')).sort(), ['ALLOW', 'CACHE_SIZE', 'DEBUG', 'FAIL_CLOSED', 'GREY_HOURS', 'IP', 'METRICS', 'MIN_RESEND_MINUTES', 'PORT', 'STATE', 'SWEEP_MINUTES', 'SYNC', 'TIMEOUT_DAYS', 'USER', 'WHITELIST']);
     assert.equal(env('IP'), '127.0.0.2\n');
     assert.equal(env('PORT'), '2525\n');
     assert.equal(env('USER'), IS_ROOT ? 'nobody\n' : '');
@@ -130,6 +130,7 @@ test('it writes run, log/run, env/, whitelist, data/ and log/main with owners an
     assert.equal(env('ALLOW'), '');
     assert.equal(env('CACHE_SIZE'), '');
     assert.equal(env('FAIL_CLOSED'), '');
+    assert.equal(env('METRICS'), '');
     assert.equal(readFileSync(join(svc, 'whitelist'), 'utf8'), readFileSync(join(ROOT, 'whitelist', 'whitelist'), 'utf8'));
 
     const run = readFileSync(join(svc, 'run'), 'utf8');

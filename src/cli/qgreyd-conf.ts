@@ -203,6 +203,8 @@ function create(p: Plan): void {
       CACHE_SIZE: '',
       // empty: fail open (01 05) when a request cannot be decided; 1: defer (00 04)
       FAIL_CLOSED: '',
+      // empty: no metrics server; a port (on loopback) or HOST:PORT serves /metrics
+      METRICS: '',
     };
     for (const [name, value] of Object.entries(env)) file(join(p.dir, 'env', name), value === '' ? '' : value + '\n', 0o644);
     copyFileSync(SAMPLE_WHITELIST, join(p.dir, 'whitelist'));
