@@ -1,7 +1,8 @@
 // Live metrics in the Prometheus text format, served over HTTP at /metrics (--metrics).
-// The request path pays one counter increment and one histogram observation per reply,
-// through label children bound once; everything else is read from the daemon's own
-// counters when a scrape asks for it.
+// The request path pays one plain increment (replies by reply and reason, handed to
+// prom-client's counter at scrape time: its own inc() costs more than the rest of the hook)
+// and one histogram observation per reply; everything else is read from the daemon's own
+// counters when a scrape asks for it. bench/metrics.ts measures it.
 import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
@@ -50,18 +51,24 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly replies: Counter<'reply' | 'reason'>;
   private readonly latency: Histogram;
-  private readonly bound = new Map<string, Counter.Internal>();
+  /** replies by reply text + reason */
+  private readonly replyCount = new Map<string, { reply: string; reason: string; n: number }>();
   /** requests each whitelist entry matched; keyed by the entry object, so a reloaded list
    *  starts its entries at 0 and the old ones are collected with the old list */
   private readonly hits = new WeakMap<object, number>();
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
+    const replyCount = this.replyCount;
     this.replies = new Counter({
       name: 'qgreyd_replies_total',
       help: 'Replies sent, by the two reply bytes and the reason logged with them.',
       labelNames: ['reply', 'reason'],
       registers,
+      collect() {
+        this.reset();
+        for (const r of replyCount.values()) this.inc({ reply: r.reply, reason: r.reason }, r.n);
+      },
     });
     this.latency = new Histogram({
       name: 'qgreyd_request_duration_seconds',
@@ -149,12 +156,9 @@ export class Metrics {
   reply(replyText: string, reason: string, seconds: number, whitelistEntry?: object): void {
     if (whitelistEntry !== undefined) this.hits.set(whitelistEntry, (this.hits.get(whitelistEntry) ?? 0) + 1);
     const key = replyText + reason;
-    let child = this.bound.get(key);
-    if (child === undefined) {
-      child = this.replies.labels(replyText, reason);
-      this.bound.set(key, child);
-    }
-    child.inc();
+    const c = this.replyCount.get(key);
+    if (c === undefined) this.replyCount.set(key, { reply: replyText, reason, n: 1 });
+    else c.n++;
     this.latency.observe(seconds);
   }
 
@@ -164,9 +168,8 @@ export class Metrics {
   }
 
   /** Replies by reply and reason, for qgreyctl stats: the counter's own values. */
-  async replyCounts(): Promise<Array<{ reply: string; reason: string; count: number }>> {
-    const m = await this.replies.get();
-    return m.values.map((v) => ({ reply: String(v.labels.reply), reason: String(v.labels.reason), count: v.value }));
+  replyCounts(): Promise<Array<{ reply: string; reason: string; count: number }>> {
+    return Promise.resolve([...this.replyCount.values()].map((r) => ({ reply: r.reply, reason: r.reason, count: r.n })));
   }
 
   /** The exposition text, as served at /metrics. */
