@@ -62,6 +62,12 @@ export function recordFromKey(key: string, time: number): SaveRecord | null {
   return { kind: 'triplet', ip: body.slice(0, a), sender: body.slice(a + 1, b), rcpt: body.slice(b + 1), time };
 }
 
+/** The sender as a person reads it: the store and the save file write the bounce sender as
+ *  "." (greydaemon's format needs a word there), the log and the SMTP envelope as <>. */
+export function shownSender(stored: string): string {
+  return stored === '.' ? '' : stored;
+}
+
 export function keyOf(r: SaveRecord): string {
   return r.kind === 'ip' ? ipKey(r.ip) : tripletDbKey(tripletKey(r.ip, r.sender, r.rcpt));
 }

@@ -15,7 +15,7 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { join, relative } from 'node:path';
-import { allow, dump, saveFileIp, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
+import { allow, dump, saveFileIp, shownSender, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
 import type { Greylist } from './greylist.js';
 import { escapeField, quoted, type LineWriter } from './log.js';
 import type { LiveCounters } from './metrics.js';
@@ -236,7 +236,7 @@ export class AdminServer {
         const ip = str(req.ip, 'ip');
         if (req.sender !== undefined || req.rcpt !== undefined) {
           const r = await forgetTriplet(this.ctx, ip, str(req.sender, 'sender'), str(req.rcpt, 'rcpt'));
-          this.log.line(`admin op=forget ip=${r.ip} sender=<${escapeField(r.triplet?.sender ?? '')}> rcpt=<${escapeField(r.triplet?.rcpt ?? '')}> deleted=${r.deleted}`);
+          this.log.line(`admin op=forget ip=${r.ip} sender=<${escapeField(shownSender(r.triplet?.sender ?? ''))}> rcpt=<${escapeField(r.triplet?.rcpt ?? '')}> deleted=${r.deleted}`);
           return r;
         }
         const r = await forgetIp(this.ctx, ip);

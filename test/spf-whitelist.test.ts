@@ -136,7 +136,7 @@ after(() => {
 });
 
 function spf(args: string[]) {
-  return ctl(['spf-whitelist', '--resolver', `127.0.0.1:${dnsPort}`, '--timeout', '0.5', ...args], { ms: 30_000 });
+  return ctl(['spf-whitelist', '--resolver', `127.0.0.1:${dnsPort}`, '--wait', '0.5', ...args], { ms: 30_000 });
 }
 
 function today(): string[] {
