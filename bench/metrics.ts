@@ -4,7 +4,7 @@
 // both alike. Each round gives a with/without ratio of throughput and p99 latency; the
 // median ratio is the figure.
 //
-//   node dist/bench/metrics.js [--rounds 3] [--duration 5] [--clients 32] [--seed 1]
+//   node dist/bench/metrics.js [--rounds 3] [--duration 5] [--clients 32] [--seed 1] [--no-scrape]
 //
 // Under a minute with the defaults (3 rounds of two 5 s runs, plus start-up).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -21,7 +21,7 @@ import { BENCH_WHITELIST } from './workload.js';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST = join(ROOT, 'dist');
 const QGREYD = join(DIST, 'src', 'cli', 'qgreyd.js');
-const args = minimist(process.argv.slice(2));
+const args = minimist(process.argv.slice(2), { boolean: ['scrape'], default: { scrape: true } });
 const rounds = Number(args.rounds ?? 3);
 const duration = Number(args.duration ?? 5);
 const clients = Number(args.clients ?? 32);
@@ -88,7 +88,7 @@ async function one(withMetrics: boolean, n: number): Promise<Load> {
   const exited = new Promise<void>((r) => proc.on('exit', () => r()));
   await firstReply(port);
   let scrapes = 0;
-  const scraper = withMetrics
+  const scraper = withMetrics && args.scrape
     ? setInterval(() => {
         void fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(async (r) => {
           await r.text();
@@ -101,13 +101,10 @@ async function one(withMetrics: boolean, n: number): Promise<Load> {
   lg.stdout.on('data', (c: Buffer) => (out += c.toString()));
   await new Promise<void>((r) => lg.on('exit', () => r()));
   clearInterval(scraper);
-  // fields 14 and 15 of /proc/PID/stat: user and system time, in clock ticks (100 per second)
-  const stat = readFileSync(`/proc/${proc.pid}/stat`, 'latin1');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const cpuMs = (Number(f[11]) + Number(f[12])) * 10;
+  const cpuMs = cpuMsOf(proc.pid!);
   proc.kill('SIGTERM');
   await exited;
-  if (withMetrics && scrapes === 0) throw new Error('no scrape answered');
+  if (withMetrics && args.scrape && scrapes === 0) throw new Error('no scrape answered');
   if (withMetrics && !readFileSync(logFile, 'latin1').includes('metrics listen=')) throw new Error('--metrics did not start');
   const load = JSON.parse(out) as Load;
   // the start-up's CPU is included: small against a run of tens of thousands of requests
@@ -136,6 +133,30 @@ function hookCost(): number {
   return Number(process.hrtime.bigint() - t) / n;
 }
 
+function cpuMsOf(pid: number): number {
+  // fields 14 and 15 of /proc/PID/stat: user and system time, in clock ticks (100 per second)
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+/** The daemon's CPU per scrape, on an idle daemon: what a scrape interval costs. */
+async function scrapeCost(n = 500): Promise<number> {
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const proc = spawn(process.execPath, [QGREYD, '--metrics', String(metricsPort), '-w', wl, `127.0.0.1:${port}`, join(work, 'state-scrape')], { stdio: 'ignore' });
+  const exited = new Promise<void>((r) => proc.on('exit', () => r()));
+  await firstReply(port);
+  const url = `http://127.0.0.1:${metricsPort}/metrics`;
+  for (let i = 0; i < 50; i++) await (await fetch(url)).text();
+  const c0 = cpuMsOf(proc.pid!);
+  for (let i = 0; i < n; i++) await (await fetch(url)).text();
+  const ms = (cpuMsOf(proc.pid!) - c0) / n;
+  proc.kill('SIGTERM');
+  await exited;
+  return ms;
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const rps: number[] = [];
 const p99: number[] = [];
@@ -143,6 +164,8 @@ const cpu: number[] = [];
 try {
   const ns = hookCost();
   say(`bench/metrics: metrics.reply() alone: ${ns.toFixed(0)} ns per reply`);
+  const scrapeMs = await scrapeCost();
+  say(`bench/metrics: one scrape costs the daemon ${scrapeMs.toFixed(2)} ms of CPU`);
   say(`bench/metrics: ${rounds} rounds of ${duration} s without and with --metrics, ${clients} clients, ${cpus().length} CPUs`);
   for (let i = 0; i < rounds; i++) {
     // alternate which goes first: a machine that slows down during the run favours neither
@@ -160,7 +183,7 @@ try {
         `ratio rps ${(on.rps / off.rps).toFixed(3)} p99 ${(on.p99_us / off.p99_us).toFixed(3)} cpu ${(on.cpu_us! / off.cpu_us!).toFixed(3)}`,
     );
   }
-  process.stdout.write(JSON.stringify({ hook_ns_per_reply: Math.round(ns), rounds, duration, clients, rps_ratio_median: median(rps), p99_ratio_median: median(p99), cpu_ratio_median: median(cpu), rps_ratios: rps, p99_ratios: p99, cpu_ratios: cpu }) + '\n');
+  process.stdout.write(JSON.stringify({ hook_ns_per_reply: Math.round(ns), scrape_cpu_ms: scrapeMs, rounds, duration, clients, rps_ratio_median: median(rps), p99_ratio_median: median(p99), cpu_ratio_median: median(cpu), rps_ratios: rps, p99_ratios: p99, cpu_ratios: cpu }) + '\n');
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
