@@ -49,7 +49,8 @@ commands:
                 A greydaemon save file qgreyd was given stands for the store made from it.
                 When qgreyd runs, qgreyctl works through DIR/admin.sock; else it opens DIR itself.
   --wait S      (after COMMAND) seconds to wait for each answer from a running daemon
-                (default ${DEFAULT_WAIT_MS / 1000}); no answer in time: exit 111.
+                (default ${DEFAULT_WAIT_MS / 1000}; query: for the UDP reply, default 3); no answer
+                in time: exit 111. --timeout always means days (the daemon's -t).
   COMMAND --help shows a command's options.
 
 exit codes: 0 done (accept, match); 1 a "no" (defer, no match, nothing to forget);
@@ -78,7 +79,9 @@ exit: 0 done, 100 usage or bad state directory, 111 store locked, daemon gone, o
   stats: `usage: qgreyctl stats [--json] [--state DIR]
 
 Counts of known-good IPs and triplets, how many are dead but not yet swept, the oldest and
-newest times, and the store's size on disk.
+newest times, and the store's size on disk. Through a running daemon, also its live counters
+since it started (requests, malformed, refused, overload, store health, the last sweep; with
+qgreyd --metrics, replies by reason and each whitelist entry's hits); --json: "live".
 ${SETTINGS_HELP}
 exit: 0 done, 100 usage or bad state directory, 111 store locked, daemon gone, or no answer within --wait SECONDS (default 30)`,
   import: `usage: qgreyctl import [--skip-bad] [--dry-run] SAVEFILE [--state DIR]
