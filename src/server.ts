@@ -4,7 +4,9 @@ import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { AllowList, RateLimitedCounter } from './access.js';
+import type { ExceptionEntry } from './exceptions.js';
 import type { Greylist, Result } from './greylist.js';
+import type { Decision } from './policy.js';
 import { escapeField, LineWriter, quoted, RateLimitedLines } from './log.js';
 import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
 import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';
@@ -308,8 +310,14 @@ export class Server {
       line += ` from=<${escapeField(req.tail.sender)}> to=${shown}${more}`;
     }
     line += ` reply=${replyText(verdict)} reason=${result.kind === 'decision' ? verdict : result.reason}`;
-    if (result.kind === 'decision' && result.whitelistEntry) {
-      line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
+    if (result.kind === 'decision') {
+      const d = result.decision;
+      if (result.whitelistEntry) line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
+      // the keys the decision used, when the grouping options made them differ from the request
+      if (d.client !== req.ip) line += ` net=${escapeField(d.client)}`;
+      if (d.keySender !== undefined) line += ` key-from=<${escapeField(d.keySender)}>`;
+      const ex = exceptionOf(d);
+      if (ex !== undefined) line += ` exception=${escapeField(ex.file)}:${ex.line}`;
     }
     if (result.kind === 'undecided') {
       if (result.reason === 'store-error') this.counters.storeErrors++;
@@ -361,6 +369,12 @@ export class Server {
       }),
     );
   }
+}
+
+/** The exceptions entry of the first recipient that matched one, if any. */
+function exceptionOf(d: Decision): ExceptionEntry | undefined {
+  for (const t of d.detail) if (t.exception !== undefined) return t.exception;
+  return undefined;
 }
 
 function clientText(rinfo: dgram.RemoteInfo): string {

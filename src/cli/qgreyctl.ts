@@ -301,6 +301,8 @@ const VERDICT_TEXT: Record<Verdict, string> = {
   'too-late': 'retried too late',
   'not-decided': 'not decided (accepted)',
   'not-decided-closed': 'not decided (deferred: fail closed)',
+  'exception': 'every recipient is an exception',
+  'pending-cap': 'new triplet over the pending cap (not stored)',
 };
 
 async function cmdQuery(argv: string[]): Promise<number> {
