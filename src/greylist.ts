@@ -163,10 +163,14 @@ export class Greylist {
    *  every change through write(). */
   opsContext(): OpsContext {
     const settings = () => this.settings;
+    const grouping = () => this.grouping;
     return {
       store: this.store,
       get settings() {
         return settings();
+      },
+      get grouping() {
+        return grouping();
       },
       clock: this.clock,
       exclusive: (fn) => this.exclusive(fn),
