@@ -226,12 +226,19 @@ async function main(argv: string[]): Promise<void> {
     process.stderr.write(`qgreyd: ${warning}\n`);
   }
   if (account) {
-    const files = [...options.whitelist, ...whitelistFiles(options.whitelist), ...(options.exceptions === null ? [] : [options.exceptions])];
-    for (const file of new Set(files)) {
+    let listed: string[] = [];
+    try {
+      listed = whitelistFiles(options.whitelist);
+    } catch {
+      // changed since it loaded: the next SIGHUP says what is wrong
+    }
+    const files = new Map<string, string>([...options.whitelist, ...listed].map((f) => [f, 'whitelist']));
+    if (options.exceptions !== null) files.set(options.exceptions, 'exceptions');
+    for (const [file, kind] of files) {
       try {
         accessSync(file, constants.R_OK);
       } catch {
-        log.line(`warning file=${file} is not readable by ${account.name}; SIGHUP reloads will fail until it is`);
+        log.line(`warning ${kind}=${file} is not readable by ${account.name}; SIGHUP reloads will fail until it is`);
       }
     }
   }
