@@ -10,7 +10,8 @@
 // the other's request is in the next one. Within one source, requests are decided in arrival
 // order.
 import type { OpsContext } from './admin-ops.js';
-import { decide, isDeadIp, isDeadTriplet, isFuture, tripletKeys, type Decision, type RecordView, type Settings } from './policy.js';
+import type { PendingCounts } from './pending.js';
+import { clientKey, decide, GREYDAEMON, isDeadIp, isDeadTriplet, isFuture, tripletKeys, type Decision, type Grouping, type RecordView, type Settings } from './policy.js';
 import { tripletBytes, type Request } from './protocol.js';
 import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
 import type { Whitelist, WhitelistEntry } from './whitelist.js';
@@ -125,6 +126,10 @@ export class Greylist {
   onSweepChunk: ((ops: readonly StoreOp[]) => Promise<void>) | null = null;
   /** the budget of one batch, in cost bytes (a knob for tests) */
   batchBudget = BATCH_BUDGET;
+  /** the opt-in grouping rules (network keys, sender tags, exceptions, pending cap) */
+  grouping: Grouping = GREYDAEMON;
+  /** triplets stored per client key, kept when --max-pending is on */
+  pending: PendingCounts | null = null;
 
   constructor(
     readonly store: Store,
@@ -139,17 +144,33 @@ export class Greylist {
    *  noted exactly as a batch's are, so a running sweep does not undo the write. */
   async write(ops: readonly StoreOp[]): Promise<void> {
     this.noteWrites(ops.map((o) => o[0]));
+    const pending = this.pending;
+    if (pending === null) {
+      await this.store.write(ops);
+      return;
+    }
+    // admin changes are rare: which triplets they create or delete is read, not guessed
+    const triplets = ops.filter((o) => o[0].startsWith(TRIPLET_PREFIX));
+    const before = await this.store.get(triplets.map((o) => o[0]));
     await this.store.write(ops);
+    triplets.forEach(([key, time], i) => {
+      if (before[i] === undefined && time !== null) pending.addKey(key.slice(TRIPLET_PREFIX.length), 1);
+      else if (before[i] !== undefined && time === null) pending.addKey(key.slice(TRIPLET_PREFIX.length), -1);
+    });
   }
 
   /** What qgreyctl's operations run with in the daemon: serialised with the batches, and
    *  every change through write(). */
   opsContext(): OpsContext {
     const settings = () => this.settings;
+    const grouping = () => this.grouping;
     return {
       store: this.store,
       get settings() {
         return settings();
+      },
+      get grouping() {
+        return grouping();
       },
       clock: this.clock,
       exclusive: (fn) => this.exclusive(fn),
@@ -264,6 +285,11 @@ export class Greylist {
     if (batch.length > 0) this.requestBatches++;
     const now = this.clock();
     const results = new Array<Result>(batch.length);
+    const g = this.grouping;
+    const pending = this.pending;
+    // triplets this batch creates: counted as they are decided (later requests of the batch
+    // see them), taken back if the write fails
+    const created: string[] = [];
     try {
       // One read for the whole batch: each IP's record, and the triplets of every request
       // whose IP is not known good in the cache (an IP found known good only in LevelDB makes
@@ -278,13 +304,14 @@ export class Greylist {
       for (let i = 0; i < batch.length; i++) {
         if (listed[i]) continue;
         const req = batch[i].req;
-        const ik = ipKey(req.ip);
+        const client = clientKey(req, g);
+        const ik = ipKey(client);
         keys.push(ik);
-        into.push([lastGood, req.ip]);
+        into.push([lastGood, client]);
         const lg = this.store.peek(ik);
         if (typeof lg === 'number' && lg > now - this.settings.timeout) continue;
         if ('error' in req.tail) continue;
-        for (const k of tripletKeys(req.ip, req.tail)) {
+        for (const k of tripletKeys(client, req.tail, g)) {
           // a recipient listed twice is read once
           if (firstSeen.has(k)) continue;
           firstSeen.set(k, undefined);
@@ -297,23 +324,28 @@ export class Greylist {
 
       // decide in order; later requests of the batch see earlier ones' changes
       const view: RecordView = {
-        lastGood: (ip) => lastGood.get(ip),
+        lastGood: (client) => lastGood.get(client),
         firstSeen: (key) => firstSeen.get(key),
+        pending: (client) => pending?.get(client) ?? 0,
       };
       const writes = new Map<string, number>();
       for (let i = 0; i < batch.length; i++) {
-        const out = decide(batch[i].req, listed[i] !== undefined, view, now, this.settings);
+        const out = decide(batch[i].req, listed[i] !== undefined, view, now, this.settings, g);
         if ('malformed' in out) {
           results[i] = { kind: 'malformed', error: out.malformed };
           continue;
         }
         if (out.knownGood !== undefined) {
-          const ip = batch[i].req.ip;
+          const ip = out.client;
           // refreshing a known-good IP within the same second changes nothing on disk
           if (lastGood.get(ip) !== out.knownGood) writes.set(ipKey(ip), out.knownGood);
           lastGood.set(ip, out.knownGood);
         }
         for (const [key, t] of out.triplets) {
+          if (pending !== null && firstSeen.get(key) === undefined) {
+            pending.addKey(key, 1);
+            created.push(key);
+          }
           firstSeen.set(key, t);
           writes.set(tripletDbKey(key), t);
         }
@@ -341,8 +373,15 @@ export class Greylist {
         for (const group of sweep) group.done(e as Error);
         throw e;
       }
+      created.length = 0;
+      if (pending !== null) {
+        for (const [key, time] of ops) {
+          if (time === null && key.startsWith(TRIPLET_PREFIX)) pending.addKey(key.slice(TRIPLET_PREFIX.length), -1);
+        }
+      }
       sweep.forEach((group, i) => group.done(counts[i]));
     } catch (e) {
+      for (const key of created) pending?.addKey(key, -1);
       const error = (e as Error).message ?? String(e);
       for (let i = 0; i < batch.length; i++) {
         if (results[i]?.kind !== 'malformed') results[i] = { kind: 'undecided', reason: 'store-error', error };

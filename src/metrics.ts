@@ -20,6 +20,15 @@ export interface MetricsSources {
   lastSweep(): { at: number; scanned: number; deleted: number; ms: number } | null;
   /** every whitelist entry with the number of requests it matched since start */
   whitelistHits(): Iterable<{ file: string; line: number; entry: string; hits: number }>;
+  /** every exceptions entry (--exceptions) with the recipients it matched since start */
+  exceptionHits?(): Iterable<{ file: string; line: number; entry: string; hits: number }>;
+}
+
+/** What a reply's decision matched: the whitelist entry of its client, and the exceptions
+ *  entry of each recipient (structural, so that this module needs no decision types). */
+export interface Matched {
+  whitelistEntry?: object;
+  decision: { detail: ReadonlyArray<{ exception?: object }> };
 }
 
 /** The daemon's live counters as qgreyctl stats shows them (through the admin socket). The
@@ -41,6 +50,9 @@ export interface LiveCounters {
   /** null without --metrics */
   replies: Array<{ reply: string; reason: string; count: number }> | null;
   whitelistHits: Array<{ file: string; line: number; entry: string; hits: number }> | null;
+  exceptionEntries?: number;
+  /** null without --metrics; absent without --exceptions */
+  exceptionHits?: Array<{ file: string; line: number; entry: string; hits: number }> | null;
 }
 
 /** Request latency buckets, seconds: the client waits about 3 s, so everything that matters
@@ -149,12 +161,41 @@ export class Metrics {
         for (const h of sources.whitelistHits()) this.set({ file: h.file, line: String(h.line), entry: h.entry }, h.hits);
       },
     });
+    const exceptionHits = sources.exceptionHits?.bind(sources);
+    if (exceptionHits !== undefined) {
+      new Gauge({
+        name: 'qgreyd_exception_entries',
+        help: 'Exceptions entries (--exceptions) loaded.',
+        registers,
+        collect() {
+          let n = 0;
+          for (const _ of exceptionHits()) n++;
+          this.set(n);
+        },
+      });
+      new Gauge({
+        name: 'qgreyd_exception_hits',
+        help: 'Recipients each exceptions entry matched since it was loaded (an entry at 0 for months may be dead).',
+        labelNames: ['file', 'line', 'entry'],
+        registers,
+        collect() {
+          this.reset();
+          for (const h of exceptionHits()) this.set({ file: h.file, line: String(h.line), entry: h.entry }, h.hits);
+        },
+      });
+    }
   }
 
-  /** One reply sent, `seconds` after its request was read; `whitelistEntry` is the entry that
-   *  matched its client, if one did. */
-  reply(replyText: string, reason: string, seconds: number, whitelistEntry?: object): void {
-    if (whitelistEntry !== undefined) this.hits.set(whitelistEntry, (this.hits.get(whitelistEntry) ?? 0) + 1);
+  /** One reply sent, `seconds` after its request was read; `matched`, for a decision, says
+   *  which whitelist and exceptions entries it matched. */
+  reply(replyText: string, reason: string, seconds: number, matched?: Matched): void {
+    if (matched !== undefined) {
+      const w = matched.whitelistEntry;
+      if (w !== undefined) this.hits.set(w, (this.hits.get(w) ?? 0) + 1);
+      for (const d of matched.decision.detail) {
+        if (d.exception !== undefined) this.hits.set(d.exception, (this.hits.get(d.exception) ?? 0) + 1);
+      }
+    }
     const key = replyText + reason;
     const c = this.replyCount.get(key);
     if (c === undefined) this.replyCount.set(key, { reply: replyText, reason, n: 1 });
@@ -162,7 +203,8 @@ export class Metrics {
     this.latency.observe(seconds);
   }
 
-  /** Requests the whitelist entry matched since it was loaded (with --metrics only). */
+  /** Requests the whitelist entry (or recipients the exceptions entry) matched since it was
+   *  loaded (with --metrics only). */
   whitelistHits(entry: object): number {
     return this.hits.get(entry) ?? 0;
   }

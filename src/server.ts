@@ -5,7 +5,9 @@ import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { AllowList, RateLimitedCounter } from './access.js';
+import type { ExceptionEntry } from './exceptions.js';
 import type { Greylist, Result } from './greylist.js';
+import type { Decision } from './policy.js';
 import { escapeField, LineWriter, quoted, RateLimitedLines } from './log.js';
 import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
 import type { Metrics } from './metrics.js';
@@ -319,8 +321,14 @@ export class Server {
     }
     const reason = result.kind === 'decision' ? verdict : result.reason;
     line += ` reply=${replyText(verdict)} reason=${reason}`;
-    if (result.kind === 'decision' && result.whitelistEntry) {
-      line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
+    if (result.kind === 'decision') {
+      const d = result.decision;
+      if (result.whitelistEntry) line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
+      // the keys the decision used, when the grouping options made them differ from the request
+      if (d.client !== req.ip) line += ` net=${escapeField(d.client)}`;
+      if (d.keySender !== undefined) line += ` key-from=<${escapeField(d.keySender)}>`;
+      const ex = exceptionOf(d);
+      if (ex !== undefined) line += ` exception=${escapeField(ex.file)}:${ex.line}`;
     }
     if (result.kind === 'undecided') {
       if (result.reason === 'store-error') this.counters.storeErrors++;
@@ -328,7 +336,7 @@ export class Server {
       if (result.error !== undefined) line += ` error=${quoted(result.error)}`;
     }
     this.opts.log.line(line);
-    this.opts.metrics?.reply(replyText(verdict), reason, (performance.now() - t0) / 1000, result.kind === 'decision' ? result.whitelistEntry : undefined);
+    this.opts.metrics?.reply(replyText(verdict), reason, (performance.now() - t0) / 1000, result.kind === 'decision' ? result : undefined);
     if (this.opts.debug && result.kind === 'decision') {
       for (const d of result.decision.detail) {
         this.opts.log.line(`debug client=${client} triplet=<${escapeField(d.key)}> outcome=${d.outcome} age=${d.age ?? '-'}`);
@@ -373,6 +381,12 @@ export class Server {
       }),
     );
   }
+}
+
+/** The exceptions entry of the first recipient that matched one, if any. */
+function exceptionOf(d: Decision): ExceptionEntry | undefined {
+  for (const t of d.detail) if (t.exception !== undefined) return t.exception;
+  return undefined;
 }
 
 function clientText(rinfo: dgram.RemoteInfo): string {

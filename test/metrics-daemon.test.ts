@@ -146,6 +146,30 @@ describe('qgreyd --metrics without it, and bad values', () => {
     }
   });
 
+  it('counts the recipients each exceptions entry matched, in the scrape and in qgreyctl stats', async () => {
+    const dir = tempDir();
+    const ex = join(dir, 'exceptions');
+    writeFileSync(ex, '# test\npostmaster@\nabuse@example.org\n');
+    const d = await startDaemon(['--metrics', '0', '--exceptions', ex, '127.0.0.1:0', join(dir, 'state')]);
+    try {
+      const url = /url=(\S+)/.exec(await d.waitForLine(/^metrics listen=/))![1];
+      assert.equal(await query(d.port, '203.0.113.5', 'a@example.org', ['postmaster@example.net']), '0106');
+      assert.equal(await query(d.port, '203.0.113.5', 'a@example.org', ['Postmaster@example.com', 'someone@example.com']), '0001');
+      const e = parseExposition(await (await fetch(url)).text());
+      assert.equal(sampleValue(e, 'qgreyd_exception_entries'), 2);
+      assert.equal(sampleValue(e, 'qgreyd_exception_hits', { line: '2', entry: 'postmaster@' }), 2);
+      assert.equal(sampleValue(e, 'qgreyd_exception_hits', { line: '3', entry: 'abuse@example.org' }), 0);
+      assert.equal(sampleValue(e, 'qgreyd_replies_total', { reply: '01:06', reason: 'exception' }), 1);
+      const r = await ctl(['stats', '--state', join(dir, 'state')]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^exceptions +2 entries, 1 never matched/m);
+      assert.match(r.stdout, /^ +2 +\S+exceptions:2 postmaster@$/m);
+    } finally {
+      await d.stop();
+      removeDir(dir);
+    }
+  });
+
   it('a bad --metrics value is named, exit 100; a port in use exits 111', async () => {
     const dir = tempDir();
     try {

@@ -346,6 +346,8 @@ const VERDICT_TEXT: Record<Verdict, string> = {
   'too-late': 'retried too late',
   'not-decided': 'not decided (accepted)',
   'not-decided-closed': 'not decided (deferred: fail closed)',
+  'exception': 'every recipient is an exception',
+  'pending-cap': 'new triplet over the pending cap (not stored)',
 };
 
 async function cmdQuery(argv: string[]): Promise<number> {
@@ -504,6 +506,15 @@ function liveText(l: LiveCounters, now: number): string[] {
     const unused = l.whitelistHits.filter((h) => h.hits === 0).length;
     out.push(`whitelist       ${l.whitelistEntries} entries, ${unused} never matched since the daemon started or the list was reloaded`);
     for (const h of l.whitelistHits) out.push(`  ${String(h.hits).padStart(10)}  ${escapeField(h.file)}:${h.line} ${escapeField(h.entry)}`);
+  }
+  if (l.exceptionEntries !== undefined) {
+    if (l.exceptionHits === null || l.exceptionHits === undefined) {
+      out.push(`exceptions      ${l.exceptionEntries} entries; recipients per entry: counted only with qgreyd --metrics`);
+    } else {
+      const unused = l.exceptionHits.filter((h) => h.hits === 0).length;
+      out.push(`exceptions      ${l.exceptionEntries} entries, ${unused} never matched since the daemon started or the list was reloaded`);
+      for (const h of l.exceptionHits) out.push(`  ${String(h.hits).padStart(10)}  ${escapeField(h.file)}:${h.line} ${escapeField(h.entry)}`);
+    }
   }
   return out;
 }

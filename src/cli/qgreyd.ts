@@ -9,13 +9,15 @@ import { AdminServer } from '../admin.js';
 import { ClockWatch } from '../clock.js';
 import { Greylist, unixNow } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
+import { Exceptions, ExceptionsError } from '../exceptions.js';
 import { Metrics, type LiveCounters, type MetricsServer } from '../metrics.js';
-import { settingsFrom } from '../policy.js';
+import { PendingCounts } from '../pending.js';
+import { settingsFrom, type Grouping } from '../policy.js';
 import { isWildcard } from '../listen.js';
 import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
 import { ListenError, Server } from '../server.js';
-import { Store, StoreError } from '../store.js';
-import { Whitelist, WhitelistError, warningLogLine } from '../whitelist.js';
+import { Store, StoreError, TRIPLET_PREFIX } from '../store.js';
+import { Whitelist, WhitelistError, whitelistFiles, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
 import { writeSettings } from './recorded-settings.js';
@@ -83,16 +85,18 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGINT', early);
   process.on('SIGHUP', ignoreHup);
   let whitelist = Whitelist.empty();
+  let exceptions: Exceptions | null = null;
   let account: Account | null = null;
   try {
-    if (options.whitelist !== null) whitelist = Whitelist.load(options.whitelist);
+    if (options.whitelist.length > 0) whitelist = Whitelist.loadAll(options.whitelist);
     for (const w of whitelist.warnings) log.line(warningLogLine(w));
+    if (options.exceptions !== null) exceptions = Exceptions.load(options.exceptions);
     if (options.user !== null) {
       account = lookupUser(options.user);
       if (process.getuid?.() !== 0) throw new UsageError(`-u ${options.user}: only root can change user; run qgreyd as root, or leave out -u`);
     }
   } catch (e) {
-    if (e instanceof UsageError || e instanceof WhitelistError) fail(e.message, EXIT_PERMANENT);
+    if (e instanceof UsageError || e instanceof WhitelistError || e instanceof ExceptionsError) fail(e.message, EXIT_PERMANENT);
     throw e;
   }
 
@@ -103,7 +107,7 @@ async function main(argv: string[]): Promise<void> {
   // QGREYD_MAX_IN_FLIGHT: a small in-flight bound, for the tests that go past it
   const maxInFlight = Number(process.env.QGREYD_MAX_IN_FLIGHT) || undefined;
   // what a scrape and qgreyctl stats read, filled in as the parts below come up
-  const started = Math.floor(Date.now() / 1000);
+  const startedAt = Math.floor(Date.now() / 1000);
   let gl: Greylist | null = null;
   let store: Store | null = null;
   let lastSweep: LiveCounters['lastSweep'] = null;
@@ -119,9 +123,15 @@ async function main(argv: string[]): Promise<void> {
           storeRecords: () => (lastSweep === null ? null : lastSweep.scanned - lastSweep.deleted),
           lastSweep: () => lastSweep,
           whitelistHits: () => whitelistHits() ?? [],
+          ...(options.exceptions === null ? {} : { exceptionHits: () => exceptionHits() ?? [] }),
         });
   const whitelistHits = (): LiveCounters['whitelistHits'] =>
     metrics === null || gl === null ? null : gl.whitelist.entries.map((e) => ({ file: e.file, line: e.line, entry: e.text, hits: metrics.whitelistHits(e) }));
+  const exceptionHits = (): LiveCounters['whitelistHits'] => {
+    const ex = gl?.grouping.exceptions;
+    if (metrics === null || ex === null || ex === undefined) return null;
+    return ex.entries.map((e) => ({ file: e.file, line: e.line, entry: e.text, hits: metrics.whitelistHits(e) }));
+  };
   const server: Server = new Server({ listen: options.listen, debug: options.debug, log, allow, failClosed: options.failClosed, maxInFlight, metrics: metrics ?? undefined });
   let bound: { bound: string[]; failed: ListenError[] };
   try {
@@ -215,6 +225,27 @@ async function main(argv: string[]): Promise<void> {
   const greylist = new Greylist(store, settings, whitelist, () => Math.floor(wallMs() / 1000));
   gl = greylist;
   gl.expiryClock = () => clock.expiryNow();
+  const grouping: Grouping = { prefixes: options.prefixes, normaliseSenders: options.normaliseSenders, exceptions, maxPending: options.maxPending };
+  gl.grouping = grouping;
+  if (options.maxPending !== null) {
+    // The scan's snapshot is taken before the first request is decided (its first chunk is
+    // read now): triplets written from here on are counted by the queue, the rest by the scan.
+    const pending = new PendingCounts();
+    gl.pending = pending;
+    const started = Date.now();
+    const scan = store.scan(TRIPLET_PREFIX, { chunk: 5000, onCorrupt: (m) => log.line(`error pending count: ${quoted(m)}`) });
+    const first = await scan.next().catch((e: Error) => e);
+    const rest = async function* () {
+      if (first instanceof Error) throw first;
+      if (first.done === true) return;
+      yield first.value;
+      yield* scan;
+    };
+    void pending.count(rest(), TRIPLET_PREFIX).then(
+      (n) => log.line(`pending counted triplets=${n} networks=${pending.networks} ms=${Date.now() - started}`),
+      (e: Error) => log.line(`error pending count failed, --max-pending counts only triplets stored from now on: ${quoted(e.message)}`),
+    );
+  }
   server.attach(gl);
   // qgreyctl judges records by these while the daemon is stopped
   try {
@@ -224,7 +255,7 @@ async function main(argv: string[]): Promise<void> {
   }
   const openStore = store;
   const live = async (): Promise<LiveCounters> => ({
-    started,
+    started: startedAt,
     ...server.counters,
     refused: server.refused.total,
     overload: server.overload.total,
@@ -234,6 +265,7 @@ async function main(argv: string[]): Promise<void> {
     whitelistEntries: greylist.whitelist.size,
     replies: metrics === null ? null : await metrics.replyCounts(),
     whitelistHits: whitelistHits(),
+    ...(options.exceptions === null ? {} : { exceptionEntries: greylist.grouping.exceptions?.size ?? 0, exceptionHits: exceptionHits() }),
   });
   // before the start line, so that qgreyctl finds the socket as soon as the daemon is up
   const admin = new AdminServer(gl, store, log, ver, live);
@@ -246,9 +278,10 @@ async function main(argv: string[]): Promise<void> {
   }
   log.line(
     `start version=${ver} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
-      `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
+      `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist.join(',') || '-'} ` +
       `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'} ` +
-      `allow=${allow} cache-size=${options.cacheSize} fail=${options.failClosed ? 'closed' : 'open'}`,
+      `allow=${allow} cache-size=${options.cacheSize} fail=${options.failClosed ? 'closed' : 'open'}` +
+      groupingText(options, exceptions),
   );
   for (const f of bound.failed) log.line(`warning listen=${f.address} not bound, tried again at SIGHUP: ${quoted(f.message)}`);
   log.line(adminError === null ? `admin listen=${admin.path}` : `error admin socket ${admin.path} not started, qgreyctl works only while qgreyd is stopped: ${quoted(adminError)}`);
@@ -259,11 +292,21 @@ async function main(argv: string[]): Promise<void> {
     log.line(warning);
     process.stderr.write(`qgreyd: ${warning}\n`);
   }
-  if (account && options.whitelist !== null) {
+  if (account) {
+    let listed: string[] = [];
     try {
-      accessSync(options.whitelist, constants.R_OK);
+      listed = whitelistFiles(options.whitelist);
     } catch {
-      log.line(`warning whitelist=${options.whitelist} is not readable by ${account.name}; SIGHUP reloads will fail until it is`);
+      // changed since it loaded: the next SIGHUP says what is wrong
+    }
+    const files = new Map<string, string>([...options.whitelist, ...listed].map((f) => [f, 'whitelist']));
+    if (options.exceptions !== null) files.set(options.exceptions, 'exceptions');
+    for (const [file, kind] of files) {
+      try {
+        accessSync(file, constants.R_OK);
+      } catch {
+        log.line(`warning ${kind}=${file} is not readable by ${account.name}; SIGHUP reloads will fail until it is`);
+      }
     }
   }
 
@@ -310,14 +353,23 @@ async function main(argv: string[]): Promise<void> {
         for (const f of r.failed) log.line(`error listen=${f.address} not bound, tried again at the next SIGHUP: ${quoted(f.message)}`);
       });
     }
-    if (options.whitelist === null) {
+    if (options.exceptions !== null) {
+      try {
+        const ex = Exceptions.load(options.exceptions);
+        gl.grouping = { ...gl.grouping, exceptions: ex };
+        log.line(`exceptions reloaded file=${options.exceptions} entries=${ex.size}`);
+      } catch (e) {
+        log.line(`error exceptions reload failed, keeping the old list (${gl.grouping.exceptions?.size ?? 0} entries): ${quoted((e as Error).message)}`);
+      }
+    }
+    if (options.whitelist.length === 0) {
       log.line('whitelist reload skipped: no -w file');
       return;
     }
     try {
-      gl.whitelist = Whitelist.load(options.whitelist);
+      gl.whitelist = Whitelist.loadAll(options.whitelist);
       for (const w of gl.whitelist.warnings) log.line(warningLogLine(w));
-      log.line(`whitelist reloaded file=${options.whitelist} entries=${gl.whitelist.size}`);
+      log.line(`whitelist reloaded file=${options.whitelist.join(',')} entries=${gl.whitelist.size}`);
     } catch (e) {
       log.line(`error whitelist reload failed, keeping the old list (${gl.whitelist.size} entries): ${quoted((e as Error).message)}`);
     }
@@ -357,6 +409,17 @@ async function main(argv: string[]): Promise<void> {
     process.exit(EXIT_TEMPORARY);
   });
   if (options.debug) log.line(`debug state=${resolve(options.stateDir)} settings=${JSON.stringify(settings)}`);
+}
+
+/** The start line's fields for the options that change keys or decisions, when given. */
+function groupingText(o: Options, exceptions: Exceptions | null): string {
+  let t = '';
+  if (o.prefixes.v4 !== 32) t += ` ipv4-prefix=${o.prefixes.v4}`;
+  if (o.prefixes.v6 !== 128) t += ` ipv6-prefix=${o.prefixes.v6}`;
+  if (o.normaliseSenders) t += ' normalise-senders=yes';
+  if (o.exceptions !== null) t += ` exceptions=${o.exceptions} exceptions-entries=${exceptions?.size ?? 0}`;
+  if (o.maxPending !== null) t += ` max-pending=${o.maxPending}`;
+  return t;
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {
