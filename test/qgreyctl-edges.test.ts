@@ -159,6 +159,9 @@ describe('negative values are named in the message', () => {
       ['-g', '-3'],
       ['--cache-size', '-1'],
       ['--metrics', '-9'],
+      ['--ipv4-prefix', '-24'],
+      ['--ipv6-prefix', '-64'],
+      ['--max-pending', '-1'],
       ['-m', '-.5'],
     ]) {
       const r = await runDaemon([flag, value, '127.0.0.1:0', '/nonexistent/x']);
