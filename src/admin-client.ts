@@ -143,6 +143,8 @@ function connect(path: string, waitMs: number): Promise<net.Socket | null> {
       if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') resolvePromise(null);
       else if (e.code === 'EACCES' || e.code === 'EPERM') {
         reject(new CtlError(`${path}: permission denied; run qgreyctl as root or as the daemon's user`, 100));
+      } else if (e.code === 'ENOTDIR') {
+        reject(new CtlError(`${path}: the state directory is not a directory; give the daemon's state directory with --state`, 100));
       } else reject(new CtlError(`${path}: cannot connect (${e.code ?? e.message})`, 111));
     };
     s.once('error', onError);
@@ -371,3 +373,16 @@ class DaemonBackend implements Backend {
 }
 
 export { OpsError };
+
+/** A running daemon's settings, from the greeting on its admin socket; null when no daemon
+ *  answers there. For work that reads no store but must judge as the daemon does (import's
+ *  dry run). */
+export async function daemonSettings(stateDir: string, waitMs = DEFAULT_WAIT_MS): Promise<Settings | null> {
+  const dir = resolve(stateDir);
+  const sock = await connect(adminSocketPath(dir), waitMs);
+  if (sock === null) return null;
+  const backend = await DaemonBackend.start(sock, dir, waitMs);
+  const settings = backend.settings;
+  await backend.close();
+  return settings;
+}

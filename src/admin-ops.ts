@@ -6,8 +6,9 @@
 // that is Greylist.write, which a running sweep respects exactly as it respects requests.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isDeadIp, isDeadTriplet, isFuture, normaliseSender, stripSpaces, tripletKey, asciiLower, type Settings } from './policy.js';
+import { clientKey, GREYDAEMON, isDeadIp, isDeadTriplet, isFuture, keySender, normaliseSender, stripSpaces, tripletKey, asciiLower, type Grouping, type Settings } from './policy.js';
 import { normaliseIp } from './protocol.js';
+import type { LiveCounters } from './metrics.js';
 import { IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDbKey } from './store/keys.js';
 import type { GreylistStore } from './store/types.js';
 
@@ -17,6 +18,9 @@ export interface OpsContext {
   settings: Settings;
   clock: () => number;
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** how the daemon keys records (its --ipv4-prefix, --ipv6-prefix, --normalise-senders);
+   *  absent: greydaemon's keys, the address and the sender as given */
+  grouping?: Grouping;
   /** writes a batch (a time sets a record, null deletes it); called inside exclusive() */
   write(ops: ReadonlyArray<readonly [key: string, time: number | null]>): Promise<void>;
 }
@@ -50,6 +54,14 @@ export function canonicalIp(text: string, what = 'IP address'): string {
   return n.ip;
 }
 
+/** The key the daemon's records for this client are stored under: its address, or its
+ *  network when the daemon groups clients by network. */
+export function clientOf(ctx: OpsContext, text: string, what = 'IP address'): string {
+  const n = normaliseIp(text);
+  if (n === null) throw new OpsError(`${what} ${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
+  return clientKey(n, ctx.grouping ?? GREYDAEMON);
+}
+
 /** Splits a stored key back into its record. Senders and recipients have had their spaces
  *  removed and IPs never contain one, so the first two spaces are the separators. */
 export function recordFromKey(key: string, time: number): SaveRecord | null {
@@ -60,6 +72,12 @@ export function recordFromKey(key: string, time: number): SaveRecord | null {
   const b = a < 0 ? -1 : body.indexOf(' ', a + 1);
   if (b < 0) return null;
   return { kind: 'triplet', ip: body.slice(0, a), sender: body.slice(a + 1, b), rcpt: body.slice(b + 1), time };
+}
+
+/** The sender as a person reads it: the store and the save file write the bounce sender as
+ *  "." (greydaemon's format needs a word there), the log and the SMTP envelope as <>. */
+export function shownSender(stored: string): string {
+  return stored === '.' ? '' : stored;
 }
 
 export function keyOf(r: SaveRecord): string {
@@ -81,7 +99,7 @@ function addressMatcher(pattern: string | undefined, isSender: boolean): ((addr:
 /** Records matching the filter, in key order, a chunk at a time: a store of millions of
  *  records never sits in memory. */
 export async function* dump(ctx: OpsContext, filter: DumpFilter = {}, chunk = 1000): AsyncGenerator<SaveRecord[]> {
-  const ip = filter.ip === undefined ? undefined : canonicalIp(filter.ip, '--ip');
+  const ip = filter.ip === undefined ? undefined : clientOf(ctx, filter.ip, '--ip');
   const sender = addressMatcher(filter.sender, true);
   const rcpt = addressMatcher(filter.rcpt, false);
   if (filter.only !== 'triplet' && sender === null && rcpt === null) {
@@ -128,6 +146,8 @@ export interface Stats {
   future: { count: number; furthest: number | null };
   /** bytes of the files in the state directory */
   diskBytes: number;
+  /** the running daemon's counters (through its admin socket only) */
+  live?: LiveCounters;
 }
 
 export async function stats(ctx: OpsContext): Promise<Stats> {
@@ -233,7 +253,7 @@ export interface AllowResult {
 
 /** Marks an IP known good from now on, as if one of its triplets had just passed. */
 export async function allow(ctx: OpsContext, ipText: string): Promise<AllowResult> {
-  const ip = canonicalIp(ipText);
+  const ip = clientOf(ctx, ipText);
   return ctx.exclusive(async () => {
     const key = ipKey(ip);
     const [previous] = await ctx.store.lookup([key]);
@@ -254,7 +274,7 @@ export interface ForgetResult {
 /** Deletes an IP's known-good record and all of its triplets. The triplets are read a
  *  chunk at a time from a snapshot and deleted between decision batches, as the sweep does. */
 export async function forgetIp(ctx: OpsContext, ipText: string): Promise<ForgetResult> {
-  const ip = canonicalIp(ipText);
+  const ip = clientOf(ctx, ipText);
   let deleted = await ctx.exclusive(async () => {
     const key = ipKey(ip);
     const [t] = await ctx.store.lookup([key]);
@@ -273,8 +293,8 @@ export async function forgetIp(ctx: OpsContext, ipText: string): Promise<ForgetR
 
 /** Deletes one triplet, keyed exactly as the daemon keys it. */
 export async function forgetTriplet(ctx: OpsContext, ipText: string, sender: string, rcpt: string): Promise<ForgetResult> {
-  const ip = canonicalIp(ipText);
-  const key = tripletDbKey(tripletKey(ip, normaliseSender(sender), stripSpaces(rcpt)));
+  const ip = clientOf(ctx, ipText);
+  const key = tripletDbKey(tripletKey(ip, keySender(sender, ctx.grouping), stripSpaces(rcpt)));
   const rec = recordFromKey(key, 0);
   const triplet = rec?.kind === 'triplet' ? { sender: rec.sender, rcpt: rec.rcpt } : { sender, rcpt };
   return ctx.exclusive(async () => {

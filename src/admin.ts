@@ -15,9 +15,10 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { join, relative } from 'node:path';
-import { allow, dump, saveFileIp, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
+import { allow, dump, saveFileIp, shownSender, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
 import type { Greylist } from './daemon/queue.js';
 import { escapeField, quoted, type LineWriter } from './log.js';
+import type { LiveCounters } from './metrics.js';
 import type { Store } from './store/leveldb.js';
 
 export const ADMIN_SOCKET = 'admin.sock';
@@ -104,6 +105,8 @@ export class AdminServer {
     private readonly store: Store,
     private readonly log: LineWriter,
     private readonly version = '',
+    /** the daemon's counters, added to a stats answer */
+    private readonly live?: () => Promise<LiveCounters>,
   ) {
     this.path = adminSocketPath(store.dir);
     this.address = this.path;
@@ -222,7 +225,7 @@ export class AdminServer {
       case 'stats': {
         const s = await stats(this.ctx);
         this.log.line(`admin op=stats ips=${s.ips.count} triplets=${s.triplets.count}`);
-        return s;
+        return this.live === undefined ? s : { ...s, live: await this.live() };
       }
       case 'allow': {
         const r = await allow(this.ctx, str(req.ip, 'ip'));
@@ -233,7 +236,7 @@ export class AdminServer {
         const ip = str(req.ip, 'ip');
         if (req.sender !== undefined || req.rcpt !== undefined) {
           const r = await forgetTriplet(this.ctx, ip, str(req.sender, 'sender'), str(req.rcpt, 'rcpt'));
-          this.log.line(`admin op=forget ip=${r.ip} sender=<${escapeField(r.triplet?.sender ?? '')}> rcpt=<${escapeField(r.triplet?.rcpt ?? '')}> deleted=${r.deleted}`);
+          this.log.line(`admin op=forget ip=${r.ip} sender=<${escapeField(shownSender(r.triplet?.sender ?? ''))}> rcpt=<${escapeField(r.triplet?.rcpt ?? '')}> deleted=${r.deleted}`);
           return r;
         }
         const r = await forgetIp(this.ctx, ip);

@@ -177,6 +177,11 @@ export const Verdict = {
   NotDecided: 'not-decided',
   /** could not decide, and the administrator chose to fail closed: defer */
   NotDecidedClosed: 'not-decided-closed',
+  /** every recipient is in the --exceptions file: accept (this project's extension) */
+  Exception: 'exception',
+  /** a new triplet from a client network at its --max-pending cap: defer without storing
+   *  (this project's extension) */
+  PendingCap: 'pending-cap',
 } as const;
 export type Verdict = (typeof Verdict)[keyof typeof Verdict];
 
@@ -190,6 +195,8 @@ const REPLY_BYTES: Record<Verdict, readonly [number, number]> = {
   'too-late': [0, 3],
   'not-decided': [1, 5],
   'not-decided-closed': [0, 4],
+  'exception': [1, 6],
+  'pending-cap': [0, 5],
 };
 
 const REPLY_BUFFERS = Object.fromEntries(

@@ -60,12 +60,17 @@ export function splitStamp(line: string): [number | null, string] {
 
 const DECISION = /^client=\S+ (?:ip=(\S+) )?(?:from=<([^>]*)> to=(\S*) )?reply=(\S+) reason=(\S+)/;
 
+const KEY_FROM = / key-from=<([^>]*)>/;
+
 export function parseLine(line: string): ParsedLine {
   const [time, rest] = splitStamp(line);
   if (!rest.startsWith('client=')) return { kind: 'other' };
   const m = DECISION.exec(rest);
   if (!m) return { kind: 'unreadable', why: 'a client= line without reply= and reason=' };
   const [, ip, from, to, reply, reason] = m;
+  // with --normalise-senders the daemon keyed the sender without its per-message tags, and a
+  // message is the same one on each retry only in that form
+  const keyed = KEY_FROM.exec(rest.slice(m[0].length));
   if (reply === 'none') return { kind: 'malformed' };
   if (!/^0[01]:0\d$/.test(reply)) return { kind: 'unreadable', why: `reply=${reply} is not a reply code` };
   if (ip === undefined) return { kind: 'unreadable', why: 'a decision without ip=' };
@@ -82,7 +87,7 @@ export function parseLine(line: string): ParsedLine {
     decision: {
       time,
       ip,
-      sender: from === undefined ? null : asciiLower(normaliseSender(unescape(from))),
+      sender: from === undefined ? null : asciiLower(normaliseSender(unescape(keyed !== null ? keyed[1] : from))),
       rcpts,
       reply,
       reason,

@@ -4,7 +4,8 @@
 // IPv4 lines are read as greydaemon reads them (its addrange), because admins copy their old
 // file over and a line greydaemon loaded must not stop qgreyd: whatever greydaemon took from a
 // line, qgreyd takes too, and says so in a warning when the line was not in a clean form.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { isIP } from 'node:net';
 import { escapeField, quoted } from './log.js';
 import { ipv6Groups, normaliseIp } from './protocol.js';
@@ -57,6 +58,27 @@ export class Whitelist {
       throw new WhitelistError(`whitelist ${file}: cannot read it (${err.code ?? err.message}); give a readable file with -w`);
     }
     return Whitelist.parse(text, file);
+  }
+
+  /** Reads every path given with -w, in order: a file, or a directory whose files are read
+   *  in name order (names starting with a dot or ending in ~ are left out: editors' backups
+   *  and the temporary files of qgreyctl spf-whitelist). One list; an address in ranges of
+   *  the same length in two files matches the first file's entry. Throws WhitelistError
+   *  naming the file (and line) for the first bad one. */
+  static loadAll(paths: readonly string[]): Whitelist {
+    const all = new Whitelist(paths.join(','));
+    for (const file of whitelistFiles(paths)) {
+      const wl = Whitelist.load(file);
+      for (const [entry, network] of wl.ranges()) all.add(entry, network);
+      all.warnings.push(...wl.warnings);
+    }
+    return all;
+  }
+
+  /** every entry with its network, in file order */
+  private *ranges(): Generator<[WhitelistEntry, number | bigint]> {
+    for (const [, m] of this.v4) for (const [n, e] of m) yield [e, n];
+    for (const [, m] of this.v6) for (const [n, e] of m) yield [e, n];
   }
 
   static parse(text: string, file: string): Whitelist {
@@ -294,4 +316,42 @@ const ALL128 = (1n << 128n) - 1n;
 function maskV6(addr: bigint, prefix: number): bigint {
   if (prefix === 0) return 0n;
   return addr & (ALL128 ^ ((1n << BigInt(128 - prefix)) - 1n));
+}
+
+/** The files -w names: each path that is a file, and the files of each path that is a
+ *  directory, in name order. */
+export function whitelistFiles(paths: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const path of paths) {
+    let isDir: boolean;
+    try {
+      isDir = statSync(path).isDirectory();
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new WhitelistError(`whitelist ${path}: cannot read it (${err.code ?? err.message}); give a readable file or directory with -w`);
+    }
+    if (!isDir) {
+      out.push(path);
+      continue;
+    }
+    let names: string[];
+    try {
+      names = readdirSync(path).sort();
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new WhitelistError(`whitelist ${path}: cannot list the directory (${err.code ?? err.message}); make it readable by qgreyd's user`);
+    }
+    for (const name of names) {
+      if (name.startsWith('.') || name.endsWith('~')) continue;
+      const file = join(path, name);
+      let st;
+      try {
+        st = statSync(file);
+      } catch {
+        continue; // removed while we listed it
+      }
+      if (st.isFile()) out.push(file);
+    }
+  }
+  return out;
 }

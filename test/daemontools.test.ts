@@ -329,6 +329,8 @@ test('qgreyd under svscan, supervise and multilog: install, svstat, replies, svc
   // envdir reads a file's first line only: the list is one line
   writeFileSync(site.env('ALLOW'), '127.0.0.0/8 ::1\n');
   writeFileSync(site.env('FAIL_CLOSED'), 'yes\n');
+  // a bare port: loopback; 0 picks a free one, read from the log
+  writeFileSync(site.env('METRICS'), '0\n');
 
   // 2. svscan on a scratch /service, with an environment that must not leak into the settings
   site.startSvscan({
@@ -353,6 +355,11 @@ test('qgreyd under svscan, supervise and multilog: install, svstat, replies, svc
   assert.match(start, / grey-window=12h /);
   assert.match(start, / allow=127\.0\.0\.0\/8,::1 /, 'env/ALLOW is used');
   assert.match(start, / fail=closed$/, 'env/FAIL_CLOSED is used');
+  const metricsLine = site.log().find((l) => l.startsWith('metrics listen='));
+  assert.ok(metricsLine, 'env/METRICS is used');
+  const metricsUrl = /url=(http:\/\/127\.0\.0\.1:\d+\/metrics)$/.exec(metricsLine)?.[1];
+  assert.ok(metricsUrl, metricsLine);
+  assert.match(await (await fetch(metricsUrl)).text(), /^qgreyd_store_healthy 1$/m);
   assert.match(start, / whitelist=\.\/whitelist whitelist-entries=2 /);
   assert.match(start, new RegExp(` user=${IS_ROOT ? site.daemonUser : '-'} `));
   // envdir and sh exec: the pid supervise signals is node running qgreyd itself

@@ -11,7 +11,7 @@ function fixture() {
     overload: 2,
     malformed: 5,
     healthy: true,
-    records: null as { ips: number; triplets: number } | null,
+    records: null as number | null,
     sweep: null as { at: number; scanned: number; deleted: number; ms: number } | null,
     hits: [
       { file: 'wl', line: 3, entry: '192.0.2.0/24', hits: 4 },
@@ -56,7 +56,7 @@ describe('metrics', () => {
       assert.equal(sampleValue(e, 'qgreyd_overload_total'), 2);
       assert.equal(sampleValue(e, 'qgreyd_malformed_total'), 5);
       assert.equal(sampleValue(e, 'qgreyd_store_healthy'), 1);
-      assert.equal(sampleValue(e, 'qgreyd_store_records', { kind: 'ip' }), undefined);
+      assert.equal(sampleValue(e, 'qgreyd_store_records'), undefined);
       assert.equal(sampleValue(e, 'qgreyd_whitelist_entries'), 2);
       assert.equal(sampleValue(e, 'qgreyd_whitelist_hits', { file: 'wl', line: '3', entry: '192.0.2.0/24' }), 4);
       assert.equal(sampleValue(e, 'qgreyd_whitelist_hits', { line: '5' }), 0);
@@ -64,12 +64,12 @@ describe('metrics', () => {
       // later scrapes see the daemon's counters as they are then
       state.refused = 9;
       state.healthy = false;
-      state.records = { ips: 10, triplets: 250 };
+      state.records = 260;
       state.sweep = { at: 1_800_000_000, scanned: 260, deleted: 12, ms: 40 };
       e = parseExposition(await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text());
       assert.equal(sampleValue(e, 'qgreyd_refused_total'), 9);
       assert.equal(sampleValue(e, 'qgreyd_store_healthy'), 0);
-      assert.equal(sampleValue(e, 'qgreyd_store_records', { kind: 'triplet' }), 250);
+      assert.equal(sampleValue(e, 'qgreyd_store_records'), 260);
       assert.equal(sampleValue(e, 'qgreyd_sweep_last', { field: 'deleted' }), 12);
 
       assert.equal((await fetch(`http://127.0.0.1:${server.port}/other`)).status, 404);

@@ -6,8 +6,10 @@
 // QGREYD_REQUIRE_NETNS=1 (CI), which makes a missing capability a failure.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import { removeDir, startDaemon, tempDir, type Daemon } from './helpers.js';
 
@@ -114,7 +116,7 @@ function ask(ns: string, host: string): Promise<string> {
 
 const answered = (host: string) => `reply 0001 from ${host}`;
 
-async function withNet(t: TestContext, fn: (net: Net, start: (listen: string, extra?: string[]) => Promise<Daemon>) => Promise<void>): Promise<void> {
+async function withNet(t: TestContext, fn: (net: Net, start: (listen: string, extra?: string[], env?: NodeJS.ProcessEnv) => Promise<Daemon>) => Promise<void>): Promise<void> {
   if (reason !== null) assert.fail(`QGREYD_REQUIRE_NETNS=1 but ${reason}`);
   const net = new Net();
   const dirs: string[] = [];
@@ -125,10 +127,10 @@ async function withNet(t: TestContext, fn: (net: Net, start: (listen: string, ex
     for (const d of dirs) removeDir(d);
   });
   net.create();
-  const start = async (listen: string, extra: string[] = []) => {
+  const start = async (listen: string, extra: string[] = [], env?: NodeJS.ProcessEnv) => {
     const dir = tempDir();
     dirs.push(dir);
-    const d = await startDaemon([...extra, listen, join(dir, 's')], { prefix: ['ip', 'netns', 'exec', net.server] });
+    const d = await startDaemon([...extra, listen, join(dir, 's')], { prefix: ['ip', 'netns', 'exec', net.server], ...(env ? { env } : {}) });
     daemons.push(d);
     return d;
   };
@@ -214,5 +216,52 @@ test('an IPv6 address still in duplicate address detection is skipped with a war
     d.proc.kill('SIGHUP');
     await d.waitForLine(new RegExp(`^listen added=\\[${S6T}\\]:${PORT} `));
     assert.equal(await ask(net.client, S6T), answered(S6T));
+  });
+});
+
+/** Runs one qmail-smtpd DATA stage of `family` (test/qmail-client.ts) in namespace ns. */
+function qmailSmtpd(ns: string, family: 'netqmail' | 'indimail', greyip: string, remote: string, sender: string, rcpt: string): Promise<{ smtp: string; cause: string; reply?: string; hangup: boolean }> {
+  const runner = join(dirname(fileURLToPath(import.meta.url)), 'qmail-client-run.js');
+  return new Promise((resolve, reject) => {
+    const p = spawn('ip', ['netns', 'exec', ns, process.execPath, runner, family, greyip, remote, sender, rcpt], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, SILENCE_MS: '1500' },
+    });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    p.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as { smtp: string; cause: string; reply?: string; hangup: boolean }) : reject(new Error(`client exit ${code}: ${err}`))));
+  });
+}
+
+test('both qmail-smtpd families through the wildcard listener\'s secondary address: first-time, too-soon, pass', { skip, timeout: 60_000 }, async (t) => {
+  await withNet(t, async (net, start) => {
+    // the daemon's clock is moved on through its test hook instead of waiting min-resend
+    const clockDir = tempDir();
+    t.after(() => removeDir(clockDir));
+    const clockFile = join(clockDir, 'offset');
+    writeFileSync(clockFile, '0');
+    const d = await start(`0.0.0.0:${PORT}`, [], { ...process.env, QGREYD_TEST_CLOCK_FILE: clockFile });
+    let offset = 0;
+    const later = async (seconds: number) => {
+      offset += seconds;
+      writeFileSync(clockFile, String(offset));
+      d.proc.kill('SIGUSR2');
+      await d.waitForLine(new RegExp(`^test-clock offset=${offset}s$`));
+    };
+    for (const [family, greyip, remote] of [
+      ['netqmail', `${S2}:${PORT}`, '192.0.2.50'],
+      ['indimail', `${S2}@${PORT}`, '192.0.2.60'],
+    ] as const) {
+      const ask = () => qmailSmtpd(net.client, family, greyip, remote, 'a@x.example', 'b@y.example');
+      const first = await ask();
+      assert.deepEqual([first.cause, first.reply, first.smtp], ['reply', '0001', 'defer'], `${family} first-time: ${JSON.stringify(first)}`);
+      const soon = await ask();
+      assert.deepEqual([soon.cause, soon.reply, soon.smtp], ['reply', '0002', 'defer'], `${family} too soon`);
+      await later(400);
+      const pass = await ask();
+      assert.deepEqual([pass.cause, pass.reply, pass.smtp, pass.hangup], ['reply', '0103', 'accept', false], `${family} pass`);
+    }
   });
 });

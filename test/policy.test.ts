@@ -2,7 +2,9 @@
 // clock: the store is a Map the test applies the decision's changes to.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decide, FUTURE_TOLERANCE, isDeadIp, isDeadTriplet, isFuture, isVerp, settingsFrom, tripletKey, type Decision, type Settings } from '../src/policy.js';
+import { Exceptions } from '../src/exceptions.js';
+import { EXACT } from '../src/network.js';
+import { clientOfTriplet, decide, FUTURE_TOLERANCE, GREYDAEMON, isDeadIp, isDeadTriplet, isFuture, isVerp, settingsFrom, tripletKey, type Decision, type Grouping, type Settings } from '../src/policy.js';
 import { decodeRequest, encodeRequest, replyText, type Request } from '../src/protocol.js';
 
 const DEFAULTS: Settings = settingsFrom(7, 12, 5);
@@ -13,7 +15,18 @@ const D = 86400;
 class Model {
   ips = new Map<string, number>();
   triplets = new Map<string, number>();
-  constructor(readonly s: Settings = DEFAULTS, readonly whitelisted: (ip: string) => boolean = () => false) {}
+  constructor(
+    readonly s: Settings = DEFAULTS,
+    readonly whitelisted: (ip: string) => boolean = () => false,
+    readonly g: Grouping = GREYDAEMON,
+  ) {}
+
+  /** stored triplets of a client key, as src/pending.ts counts them */
+  pending(client: string): number {
+    let n = 0;
+    for (const k of this.triplets.keys()) if (clientOfTriplet(k) === client) n++;
+    return n;
+  }
 
   ask(now: number, ip: string, sender: string, rcpts: string[]): string {
     const out = this.decide(now, req(ip, sender, rcpts));
@@ -22,13 +35,14 @@ class Model {
   }
 
   decide(now: number, r: Request) {
-    const out = decide(r, this.whitelisted(r.ip), { lastGood: (ip) => this.ips.get(ip), firstSeen: (k) => this.triplets.get(k) }, now, this.s);
+    const view = { lastGood: (ip: string) => this.ips.get(ip), firstSeen: (k: string) => this.triplets.get(k), pending: (c: string) => this.pending(c) };
+    const out = decide(r, this.whitelisted(r.ip), view, now, this.s, this.g);
     if (!('malformed' in out)) this.apply(r, out);
     return out;
   }
 
   private apply(r: Request, d: Decision) {
-    if (d.knownGood !== undefined) this.ips.set(r.ip, d.knownGood);
+    if (d.knownGood !== undefined) this.ips.set(d.client, d.knownGood);
     for (const [k, t] of d.triplets) this.triplets.set(k, t);
   }
 }
@@ -259,5 +273,164 @@ describe('records dated ahead of now (the clock was set back)', () => {
     assert.equal(isDeadIp(T0 + 30 * D, T0, DEFAULTS), false);
     assert.equal(isDeadTriplet(T0 + 30 * D, T0, DEFAULTS), false);
     assert.equal(isDeadTriplet(T0 + 30 * D, T0, { ...DEFAULTS, greyWindow: 0 }), true);
+  });
+});
+
+// ---- this project's opt-in rules (README: "Policy options") ----
+
+const T = 1_700_000_000;
+const grouping = (g: Partial<Grouping>): Grouping => ({ ...GREYDAEMON, ...g });
+
+describe('--ipv4-prefix / --ipv6-prefix: records keyed by the network', () => {
+  const g = grouping({ prefixes: { v4: 24, v6: 64 } });
+
+  it('a retry from another host of the /24 passes, and the whole /24 becomes known good', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    assert.equal(m.ask(T, '192.0.2.10', 'a@x', ['b@y']), '00:01');
+    assert.deepEqual([...m.triplets.keys()], ['192.0.2.0/24 a@x b@y']);
+    assert.equal(m.ask(T + 400, '192.0.2.77', 'a@x', ['b@y']), '01:03');
+    assert.deepEqual([...m.ips.keys()], ['192.0.2.0/24']);
+    assert.equal(m.ask(T + 401, '192.0.2.200', 'other@z', ['c@y']), '01:02');
+    // another /24 is another client
+    assert.equal(m.ask(T + 402, '192.0.3.10', 'a@x', ['b@y']), '00:01');
+  });
+
+  it('a retry from another host of the /64 passes; another /64 does not', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    assert.equal(m.ask(T, '2001:db8:1:2::25', 'a@x', ['b@y']), '00:01');
+    assert.ok(m.triplets.has('2001:db8:1:2::/64 a@x b@y'));
+    assert.equal(m.ask(T + 400, '2001:db8:1:2:aaaa::1', 'a@x', ['b@y']), '01:03');
+    assert.equal(m.ask(T + 401, '2001:db8:1:3::25', 'c@x', ['b@y']), '00:01');
+  });
+
+  it('the decision names the key it used; with the defaults it is the address', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    const out = m.decide(T, req('::ffff:198.51.100.9', 'a@x', ['b@y']));
+    assert.ok(!('malformed' in out) && out.client === '198.51.100.0/24');
+    const exact = new Model().decide(T, req('198.51.100.9', 'a@x', ['b@y']));
+    assert.ok(!('malformed' in exact) && exact.client === '198.51.100.9');
+    assert.deepEqual(GREYDAEMON.prefixes, EXACT);
+  });
+
+  it('the whitelist is matched by the exact address, not by the network', () => {
+    const m = new Model(DEFAULTS, (ip) => ip === '192.0.2.7', g);
+    assert.equal(m.ask(T, '192.0.2.7', 'a@x', ['b@y']), '01:01');
+    assert.equal(m.ask(T, '192.0.2.8', 'a@x', ['b@y']), '00:01');
+  });
+
+  it('a client sent as text (unknown) is its own key', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    m.ask(T, 'unknown', 'a@x', ['b@y']);
+    assert.ok(m.triplets.has('unknown a@x b@y'));
+  });
+});
+
+describe('--normalise-senders: per-message tags out of the key', () => {
+  const g = grouping({ normaliseSenders: true });
+
+  it('a BATV sender with a new tag on retry passes; the decision keeps the keyed form', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    assert.equal(m.ask(T, '192.0.2.1', 'prvs=0123abcd=Bob@Example.com', ['c@d']), '00:01');
+    const out = m.decide(T + 400, req('192.0.2.1', 'prvs=9876fedc=bob@example.com', ['c@d']));
+    assert.ok(!('malformed' in out));
+    assert.equal(replyText(out.verdict), '01:03');
+    assert.equal(out.keySender, 'bob@example.com');
+    assert.deepEqual([...m.triplets.keys()], ['192.0.2.1 bob@example.com c@d']);
+  });
+
+  it('SRS, +extension and VERP numbers come out too', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    m.ask(T, '192.0.2.1', 'SRS0=HHH=TT=orig.example=alice@fwd.example', ['c@d']);
+    m.ask(T, '192.0.2.1', 'news+4711@list.example', ['c@d']);
+    m.ask(T, '192.0.2.1', 'bounce-1234-5678@esp.example', ['c@d']);
+    assert.deepEqual([...m.triplets.keys()].sort(), ['192.0.2.1 alice@orig.example c@d', '192.0.2.1 bounce-#-#@esp.example c@d', '192.0.2.1 news@list.example c@d']);
+    assert.equal(m.ask(T + 400, '192.0.2.1', 'bounce-9999-0000@esp.example', ['c@d']), '01:03');
+  });
+
+  it('off (the default), a new tag is a new triplet, and no keySender is reported', () => {
+    const m = new Model();
+    m.ask(T, '192.0.2.1', 'prvs=0123abcd=bob@example.com', ['c@d']);
+    const out = m.decide(T + 400, req('192.0.2.1', 'prvs=9876fedc=bob@example.com', ['c@d']));
+    assert.ok(!('malformed' in out) && out.verdict === 'new' && out.keySender === undefined);
+  });
+
+  it('the bounce sender stays "."', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    m.ask(T, '192.0.2.1', '', ['c@d']);
+    assert.ok(m.triplets.has('192.0.2.1 . c@d'));
+  });
+});
+
+describe('--exceptions: recipients never greylisted', () => {
+  const ex = Exceptions.parse('postmaster@\nabuse@example.org\n@vip.example\n', 'exc');
+  const g = grouping({ exceptions: ex });
+
+  it('a request whose every recipient is an exception: 01 06, nothing stored, every time', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    assert.equal(m.ask(T, '192.0.2.1', 'spam@x', ['postmaster@example.org', 'Abuse@Example.org', 'ceo@vip.example']), '01:06');
+    assert.equal(m.ask(T + 1, '192.0.2.1', 'spam@x', ['PostMaster@other.example']), '01:06');
+    assert.equal(m.triplets.size + m.ips.size, 0);
+  });
+
+  it('a request that mixes them is decided on the others, and the exception is not stored', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    assert.equal(m.ask(T, '192.0.2.1', 'a@x', ['postmaster@example.org', 'b@y']), '00:01');
+    assert.deepEqual([...m.triplets.keys()], ['192.0.2.1 a@x b@y']);
+    assert.equal(m.ask(T + 400, '192.0.2.1', 'a@x', ['b@y', 'postmaster@example.org']), '01:03');
+  });
+
+  it('the decision names the entry that matched', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    const out = m.decide(T, req('192.0.2.1', 'a@x', ['bob@vip.example']));
+    assert.ok(!('malformed' in out));
+    assert.equal(out.detail[0].outcome, 'exception');
+    assert.equal(out.detail[0].exception?.line, 3);
+  });
+
+  it('whitelist and known good still answer first; no recipients is still 01 03', () => {
+    const m = new Model(DEFAULTS, (ip) => ip === '192.0.2.7', g);
+    assert.equal(m.ask(T, '192.0.2.7', 'a@x', ['postmaster@x']), '01:01');
+    m.ips.set('192.0.2.8', T);
+    assert.equal(m.ask(T, '192.0.2.8', 'a@x', ['postmaster@x']), '01:02');
+    assert.equal(m.ask(T, '192.0.2.9', 'a@x', []), '01:03');
+  });
+
+  it('without the option postmaster@ is greylisted like anyone', () => {
+    assert.equal(new Model().ask(T, '192.0.2.1', 'a@x', ['postmaster@example.org']), '00:01');
+  });
+});
+
+describe('--max-pending: a cap on stored triplets per client network', () => {
+  const g = grouping({ maxPending: 3, prefixes: { v4: 24, v6: 64 } });
+
+  it('past the cap a new triplet is deferred 00 05 and not stored', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    for (let i = 0; i < 3; i++) assert.equal(m.ask(T, `192.0.2.${i + 1}`, `s${i}@x`, ['r@y']), '00:01');
+    assert.equal(m.ask(T, '192.0.2.99', 's9@x', ['r@y']), '00:05');
+    assert.equal(m.triplets.size, 3);
+    // the cap is per network: another /24 is not affected
+    assert.equal(m.ask(T, '192.0.3.1', 's9@x', ['r@y']), '00:01');
+  });
+
+  it('counts the triplets a request creates: the recipients past the cap are not stored', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    assert.equal(m.ask(T, '192.0.2.1', 'a@x', ['1@y', '2@y', '3@y', '4@y', '5@y']), '00:05');
+    assert.equal(m.triplets.size, 3);
+  });
+
+  it('stored triplets are still decided at the cap: a retry passes, a stale one restarts', () => {
+    const m = new Model(DEFAULTS, () => false, g);
+    m.ask(T, '192.0.2.1', 'a@x', ['1@y', '2@y', '3@y']);
+    m.triplets.set('192.0.2.0/24 a@x 1@y', T - 13 * H);
+    assert.equal(m.ask(T + 10, '192.0.2.1', 'a@x', ['1@y']), '00:03');
+    assert.equal(m.ask(T + 400, '192.0.2.1', 'a@x', ['2@y']), '01:03');
+    // and a network that passed is known good: no cap applies
+    assert.equal(m.ask(T + 401, '192.0.2.1', 'new@x', ['9@y']), '01:02');
+  });
+
+  it('the exceptions are never capped', () => {
+    const m = new Model(DEFAULTS, () => false, { ...g, exceptions: Exceptions.parse('postmaster@\n', 'e') });
+    m.ask(T, '192.0.2.1', 'a@x', ['1@y', '2@y', '3@y']);
+    assert.equal(m.ask(T, '192.0.2.1', 'a@x', ['postmaster@y']), '01:06');
   });
 });

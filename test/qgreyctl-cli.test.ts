@@ -40,7 +40,7 @@ test('bad usage is a one-line error and exit 100', async () => {
     [['stats', '--state', ''], /^qgreyctl: --state: an empty path/],
     [['query', '192.0.2.1'], /^qgreyctl: query: needs CLIENT-IP SENDER/],
     [['query', '--server', 'nowhere:1', '192.0.2.1', 'a@b', 'c@d'], /^qgreyctl: query: --server: "nowhere" is not an IPv4 or IPv6 address/],
-    [['query', '--timeout', '0', '192.0.2.1', 'a@b', 'c@d'], /^qgreyctl: query: --timeout "0" is not a number of seconds/],
+    [['query', '--wait', '0', '192.0.2.1', 'a@b', 'c@d'], /^qgreyctl: query: --wait "0" is not a number of seconds/],
     [['whitelist', 'show', 'f', '1.2.3.4'], /^qgreyctl: whitelist: usage: qgreyctl whitelist check FILE IP\n$/],
   ];
   for (const [args, re] of cases) {
@@ -110,9 +110,9 @@ test('query with no answer exits 111 and says the mail would pass unchecked', as
   silent.on('message', () => got++);
   try {
     const port = silent.address().port;
-    const r = await ctl(['query', '--server', `127.0.0.1:${port}`, '--timeout', '0.2', '192.0.2.1', 'a@x.example', 'b@y.example']);
+    const r = await ctl(['query', '--server', `127.0.0.1:${port}`, '--wait', '0.2', '192.0.2.1', 'a@x.example', 'b@y.example']);
     assert.equal(r.code, 111);
-    assert.match(r.stderr, new RegExp(`^qgreyctl: query: no answer from 127\\.0\\.0\\.1:${port} within 0\\.2 s \\(qmail-smtpd would accept the mail unchecked\\)\\n$`));
+    assert.match(r.stderr, new RegExp(`^qgreyctl: query: no answer from 127\\.0\\.0\\.1:${port} within 0\\.2 s \\(qmail-smtpd would accept the mail unchecked\\); give --wait SECONDS to wait longer\\n$`));
     assert.equal(got, 1, 'one datagram was sent');
   } finally {
     silent.close();

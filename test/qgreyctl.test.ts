@@ -65,7 +65,7 @@ for (const running of [false, true]) {
       const byDomain = await ctl(['dump', '--sender', '@x.example', '--rcpt', 'c@y.example', '--state', f.state]);
       assert.equal(byDomain.stdout.trim().split('\n').length, 1);
       const bounces = await ctl(['dump', '--sender', '', '--state', f.state]);
-      assert.match(bounces.stdout, /^triplet 203\.0\.113\.9 <\.> <list@y\.example> /);
+      assert.match(bounces.stdout, /^triplet 203\.0\.113\.9 <> <list@y\.example> /);
       const ips = await ctl(['dump', '--ips', '--state', f.state]);
       assert.deepEqual(ips.stdout.trim().split('\n').map((l) => l.split(' ')[1]), ['192.0.2.1', '198.51.100.7']);
       const trip = await ctl(['dump', '--triplets', '--ip', '192.0.2.1', '--state', f.state]);

@@ -115,7 +115,10 @@ test('it writes run, log/run, env/, whitelist, data/ and log/main with owners an
     assert.match(r.stdout, /^ +tcprules \/etc\/tcp\.smtp\.cdb \/etc\/tcp\.smtp\.tmp < \/etc\/tcp\.smtp$/m);
 
     const env = (n: string) => readFileSync(join(svc, 'env', n), 'utf8');
-    assert.deepEqual(readdirSync(join(svc, 'env')).sort(), ['ALLOW', 'CACHE_SIZE', 'DEBUG', 'FAIL_CLOSED', 'GREY_HOURS', 'IP', 'MIN_RESEND_MINUTES', 'PORT', 'STATE', 'SWEEP_MINUTES', 'SYNC', 'TIMEOUT_DAYS', 'USER', 'WHITELIST']);
+    assert.deepEqual(readdirSync(join(svc, 'env')).sort(), [
+      'ALLOW', 'CACHE_SIZE', 'DEBUG', 'EXCEPTIONS', 'FAIL_CLOSED', 'GREY_HOURS', 'IP', 'IPV4_PREFIX', 'IPV6_PREFIX', 'MAX_PENDING', 'METRICS', 'MIN_RESEND_MINUTES',
+      'NORMALISE_SENDERS', 'PORT', 'STATE', 'SWEEP_MINUTES', 'SYNC', 'TIMEOUT_DAYS', 'USER', 'WHITELIST',
+    ]);
     assert.equal(env('IP'), '127.0.0.2\n');
     assert.equal(env('PORT'), '2525\n');
     assert.equal(env('USER'), IS_ROOT ? 'nobody\n' : '');
@@ -130,6 +133,13 @@ test('it writes run, log/run, env/, whitelist, data/ and log/main with owners an
     assert.equal(env('ALLOW'), '');
     assert.equal(env('CACHE_SIZE'), '');
     assert.equal(env('FAIL_CLOSED'), '');
+    assert.equal(env('METRICS'), '');
+    for (const n of ['IPV4_PREFIX', 'IPV6_PREFIX', 'NORMALISE_SENDERS', 'EXCEPTIONS', 'MAX_PENDING']) assert.equal(env(n), '', `${n} is off as created`);
+    // each policy option is recommended for new installations, with the file that turns it on
+    for (const [n, v] of [['IPV4_PREFIX', '24'], ['IPV6_PREFIX', '64'], ['NORMALISE_SENDERS', '1'], ['EXCEPTIONS', './exceptions'], ['MAX_PENDING', '5000']]) {
+      assert.match(r.stdout, new RegExp(`^ +echo ${v.replace('.', '\\.')} > ${svc}/env/${n} +# .+$`, 'm'));
+    }
+    assert.equal(readFileSync(join(svc, 'exceptions'), 'utf8'), readFileSync(join(ROOT, 'whitelist', 'exceptions'), 'utf8'));
     assert.equal(readFileSync(join(svc, 'whitelist'), 'utf8'), readFileSync(join(ROOT, 'whitelist', 'whitelist'), 'utf8'));
 
     const run = readFileSync(join(svc, 'run'), 'utf8');
@@ -263,5 +273,31 @@ test('the run script gives qgreyd every address in env/IP, each with env/PORT', 
     assert.deepEqual(argsFor('127.0.0.1,::1 2001:db8::5\n', '1999\n'), ['127.0.0.1:1999,[::1]:1999,[2001:db8::5]:1999']);
     assert.deepEqual(argsFor('::\n', ''), ['[::]:']);
     assert.deepEqual(argsFor('', ''), [':']);
+  });
+});
+
+test('the run script gives qgreyd the policy options from env/, and every WHITELIST entry as a -w', { skip: which('envdir') || REQUIRED ? false : 'needs envdir (apt-get install daemontools)' }, () => {
+  withDir((dir) => {
+    const svc = join(dir, 'svc');
+    assert.equal(conf(OTHER, OTHER, svc).status, 0);
+    const run = readFileSync(join(svc, 'run'), 'utf8').replace(/^node=.*$/m, 'node=/bin/echo');
+    writeFileSync(join(svc, 'run'), run);
+    writeFileSync(join(svc, 'env', 'USER'), '');
+    const argv = () => {
+      const r = spawnSync('/bin/sh', ['./run'], { cwd: svc, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr + r.stdout);
+      return r.stdout.trim().split(' ').slice(1).join(' ');
+    };
+    assert.doesNotMatch(argv(), /prefix|normalise|exceptions|pending/, 'off as created');
+    const set = (n: string, v: string) => writeFileSync(join(svc, 'env', n), v);
+    set('IPV4_PREFIX', '24\n');
+    set('IPV6_PREFIX', '64\n');
+    set('NORMALISE_SENDERS', '1\n');
+    set('EXCEPTIONS', './exceptions\n');
+    set('MAX_PENDING', '5000\n');
+    set('WHITELIST', './whitelist ./whitelist.d\n');
+    assert.match(argv(), /^-w \.\/whitelist -w \.\/whitelist\.d .*--ipv4-prefix 24 --ipv6-prefix 64 --normalise-senders --exceptions \.\/exceptions --max-pending 5000 /);
+    set('NORMALISE_SENDERS', 'no\n');
+    assert.doesNotMatch(argv(), /normalise/);
   });
 });

@@ -314,3 +314,12 @@ test('the HTML charts stay bounded when a stray stamp is years away', () => {
   assert.match(page, /Decisions per day \(chart: the last 400 days\)/);
   assert.equal((page.match(/<tr>/g) ?? []).length, 3, 'the table keeps both days');
 });
+
+test('with --normalise-senders a message is counted by the sender as keyed (key-from), so a BATV retry closes its deferral', () => {
+  const r = buildReport([
+    'client=127.0.0.1:5 ip=192.0.2.10 from=<prvs=1111aaaa=bob@sender.example> to=<ann@here.example> reply=00:01 reason=new key-from=<bob@sender.example>',
+    'client=127.0.0.1:5 ip=192.0.2.77 from=<prvs=2222bbbb=bob@sender.example> to=<ann@here.example> reply=01:03 reason=passed net=192.0.2.0/24 key-from=<bob@sender.example>',
+  ]);
+  assert.deepEqual(r.cameBack.map((e) => `${e.sender} ${e.rcpt} ${e.ip} ${e.acceptedIp}`), ['bob@sender.example ann@here.example 192.0.2.10 192.0.2.77']);
+  assert.equal(r.neverCameBack.length, 0);
+});

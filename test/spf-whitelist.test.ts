@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Resolver } from 'node:dns/promises';
-import { accessSync, chmodSync, constants, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -136,7 +136,7 @@ after(() => {
 });
 
 function spf(args: string[]) {
-  return ctl(['spf-whitelist', '--resolver', `127.0.0.1:${dnsPort}`, '--timeout', '0.5', ...args], { ms: 30_000 });
+  return ctl(['spf-whitelist', '--resolver', `127.0.0.1:${dnsPort}`, '--wait', '0.5', ...args], { ms: 30_000 });
 }
 
 function today(): string[] {
@@ -231,6 +231,31 @@ test('-f list file and several domains: shared ranges written once, naming both;
   const qf = await spf(['-q', 'loop.test']);
   assert.equal(qf.code, 100);
   assert.match(qf.stderr, /include loop/);
+});
+
+test('the weekly job as documented: the generated list in a whitelist directory beside the admin\'s own file, reloaded by SIGHUP', { timeout: 60_000 }, async () => {
+  const own = join(dir, 'own-whitelist');
+  writeFileSync(own, '# mine\n192.0.2.200\n');
+  const wdir = join(dir, 'whitelist.d');
+  mkdirSync(wdir);
+  const d = await startDaemon(['-w', own, '-w', wdir, '127.0.0.1:0', join(dir, 'state-job')]);
+  try {
+    assert.equal(await query(d.port, '203.0.113.26', 'a@big.test', ['b@example.org']), '0001');
+    const r = await spf(['-q', '-o', join(wdir, 'spf'), 'big.test']);
+    assert.equal(r.code, 0, r.stderr);
+    d.proc.kill('SIGHUP');
+    await d.waitForLine(new RegExp(`^whitelist reloaded file=${own},${wdir} entries=${EXPECTED_BIG.length + 1}$`));
+    assert.equal(await query(d.port, '203.0.113.25', 'a@big.test', ['b@example.org']), '0101');
+    assert.equal(await query(d.port, '192.0.2.200', 'a@big.test', ['b@example.org']), '0101');
+    const fileLine = readFileSync(join(wdir, 'spf'), 'utf8').split('\n').findIndex((l) => l.startsWith('203.0.113.25/32')) + 1;
+    assert.ok(fileLine > 0);
+    await d.waitForLine(new RegExp(`ip=203\\.0\\.113\\.25 .*reason=whitelisted whitelist=${wdir}/spf:${fileLine}$`));
+    await d.waitForLine(new RegExp(`ip=192\\.0\\.2\\.200 .*reason=whitelisted whitelist=${own}:2$`));
+    // the admin's file was never touched
+    assert.equal(readFileSync(own, 'utf8'), '# mine\n192.0.2.200\n');
+  } finally {
+    await d.stop();
+  }
 });
 
 test('a DNS failure exits 111 and leaves the previous file untouched', { timeout: 60_000 }, async () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { warningText, Whitelist, WhitelistError } from '../src/whitelist.js';
@@ -155,5 +155,43 @@ describe('whitelist', () => {
     assert.equal(w.match('10.255.255.1')?.line, 65536);
     assert.equal(w.match('10.255.255.2'), undefined);
     assert.equal((w as unknown as { v4Prefixes: number[] }).v4Prefixes.length, 1);
+  });
+});
+
+describe('several whitelist files (-w repeated, or a directory)', () => {
+  it('reads files and directories in order; a match names its file and line; dot files and backups are left out', () => {
+    const dir = tempDir();
+    try {
+      const own = join(dir, 'own');
+      writeFileSync(own, '# mine\n192.0.2.7\n198.51.100.0/24\n');
+      const d = join(dir, 'd');
+      mkdirSync(d);
+      writeFileSync(join(d, 'b-spf'), '198.51.100.0/24\n2001:db8::/32\n');
+      writeFileSync(join(d, 'a-partners'), '\n\n203.0.113.0/24\n');
+      writeFileSync(join(d, '.b-spf.tmp-99'), 'garbage that would not load\n');
+      writeFileSync(join(d, 'a-partners~'), 'garbage that would not load\n');
+      mkdirSync(join(d, 'sub'));
+      const wl = Whitelist.loadAll([own, d]);
+      assert.equal(wl.match('192.0.2.7')?.file, own);
+      assert.deepEqual([wl.match('203.0.113.9')?.file, wl.match('203.0.113.9')?.line], [join(d, 'a-partners'), 3]);
+      assert.deepEqual([wl.match('2001:db8::1')?.file, wl.match('2001:db8::1')?.line], [join(d, 'b-spf'), 2]);
+      // the same range in two files: the first file given wins
+      assert.deepEqual([wl.match('198.51.100.1')?.file, wl.match('198.51.100.1')?.line], [own, 3]);
+      assert.equal(wl.match('192.0.2.8'), undefined);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('a bad line in any file names that file and line; a missing path is named too', () => {
+    const dir = tempDir();
+    try {
+      writeFileSync(join(dir, 'good'), '192.0.2.7\n');
+      writeFileSync(join(dir, 'bad'), '192.0.2.8\nnothing here\n');
+      assert.throws(() => Whitelist.loadAll([dir]), (e: unknown) => e instanceof WhitelistError && e.message.startsWith(`whitelist ${join(dir, 'bad')}:2: "nothing here"`));
+      assert.throws(() => Whitelist.loadAll([join(dir, 'none')]), (e: unknown) => e instanceof WhitelistError && /whitelist \S+none: cannot read it \(ENOENT\)/.test(e.message));
+    } finally {
+      removeDir(dir);
+    }
   });
 });

@@ -2,6 +2,7 @@
 import { isIP } from 'node:net';
 import minimist from 'minimist';
 import type { ListenSpec } from '../daemon/listen.js';
+import { parsePrefix, type Prefixes } from '../network.js';
 import { parseRange } from '../whitelist.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
@@ -11,7 +12,8 @@ export const DEFAULT_STATE = './data';
 export interface Options {
   debug: boolean;
   user: string | null;
-  whitelist: string | null;
+  /** -w, repeatable: files, or directories of files */
+  whitelist: string[];
   /** sweep interval, minutes (-s) */
   sweepMinutes: number;
   /** known-good lifetime, days (-t) */
@@ -29,8 +31,18 @@ export interface Options {
   maxRecords: number;
   /** --fail-closed: a request that cannot be decided is deferred (00 04), not accepted (01 05) */
   failClosed: boolean;
+  /** --ipv4-prefix / --ipv6-prefix: records keyed by the client's network (32 / 128: the address) */
+  prefixes: Prefixes;
+  /** --normalise-senders: per-message tags out of the sender in the key */
+  normaliseSenders: boolean;
+  /** --exceptions FILE: recipients never greylisted */
+  exceptions: string | null;
+  /** --max-pending N: stored triplets per client network before new ones are refused */
+  maxPending: number | null;
   /** every listen address, in the order given */
   listen: ListenSpec[];
+  /** --metrics: where to serve /metrics, or null for no metrics server */
+  metrics: { host: string; port: number } | null;
   /** the first listen address */
   host: string;
   port: number;
@@ -51,6 +63,9 @@ export class UsageError extends Error {}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
               [--sync] [--allow CIDR]... [--max-records N] [--fail-closed]
+              [--ipv4-prefix N] [--ipv6-prefix N] [--normalise-senders]
+              [--exceptions FILE] [--max-pending N]
+              [--metrics [HOST:]PORT]
               [ipaddr[:port] [statedir]]
        qgreyd --repair [statedir]
 
@@ -65,7 +80,8 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
   -g, --grey-window HOURS     latest acceptable retry after first sight (12)
   -m, --min-resend MINUTES    earliest acceptable retry (5)
   -s, --sweep MINUTES         how often dead records are deleted (10)
-  -w, --whitelist FILE        client addresses and ranges that are never greylisted
+  -w, --whitelist FILE|DIR    client addresses and ranges that are never greylisted
+                              (repeatable; a directory: every file in it)
   -u, --user USER             after binding, run as this user (uid, gid and groups)
   -d, --debug                 log each triplet's outcome and malformed datagrams in hex
       --sync                  fsync every write (survive power loss, not only a crash)
@@ -78,6 +94,17 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
       --cache-size N          ignored (every record is in memory); kept for old scripts
       --fail-closed           when a request cannot be decided (store unavailable,
                               overload, shutdown) answer defer (00 04), not accept (01 05)
+      --ipv4-prefix N         greylist IPv4 clients by their /N network (32: the address)
+      --ipv6-prefix N         greylist IPv6 clients by their /N network (128: the address)
+      --normalise-senders     take per-message tags (BATV, SRS, +ext, VERP numbers) out
+                              of the sender before keying
+      --exceptions FILE       recipients never greylisted (postmaster@, @domain, ...);
+                              re-read on SIGHUP
+      --max-pending N         a client network with N stored triplets gets its new ones
+                              deferred without storing them (00 05)
+      --metrics [HOST:]PORT   serve live counters in the Prometheus text format at
+                              http://HOST:PORT/metrics (HOST defaults to 127.0.0.1;
+                              [::1]:9419 for IPv6; port 0 picks a free port)
       --repair                rebuild a corrupt store with LevelDB's repair, then exit
       --help, --version
 Values may be fractional: -m 0.05 is three seconds.`;
@@ -89,12 +116,15 @@ const NUMERIC: Array<[flag: string, name: string, unit: string, min: number, all
   ['m', 'min-resend', 'minutes', 0, true],
 ];
 
+const STRING_FLAGS = ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size', 'max-records', 'ipv4-prefix', 'ipv6-prefix', 'exceptions', 'max-pending', 'metrics'];
+const ALIASES = { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' };
+
 export function parseArgs(argv: string[]): Parsed {
   const unknown: string[] = [];
-  const a = minimist(argv, {
-    string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size', 'max-records'],
-    boolean: ['d', 'help', 'version', 'sync', 'repair', 'fail-closed'],
-    alias: { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' },
+  const a = minimist(keepNegativeValues(argv, [...STRING_FLAGS, ...Object.values(ALIASES)]), {
+    string: STRING_FLAGS,
+    boolean: ['d', 'help', 'version', 'sync', 'repair', 'fail-closed', 'normalise-senders'],
+    alias: ALIASES,
     unknown: (arg) => {
       if (arg.startsWith('-') && arg !== '-' && !/^-\d/.test(arg)) {
         unknown.push(arg);
@@ -131,8 +161,27 @@ export function parseArgs(argv: string[]): Parsed {
   if (user !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(user)) {
     throw new UsageError(`-u (--user): ${JSON.stringify(user)} is not a user name`);
   }
-  const whitelist = last(a.w);
-  if (whitelist !== undefined && whitelist === '') throw new UsageError('-w (--whitelist): needs a file name');
+  const whitelist = all(a.w);
+  if (whitelist.includes('')) throw new UsageError('-w (--whitelist): needs a file or directory name');
+  const prefixes = { v4: 32, v6: 128 };
+  for (const family of [4, 6] as const) {
+    const raw = last(a[`ipv${family}-prefix`]);
+    if (raw === undefined) continue;
+    const p = parsePrefix(raw, family);
+    if (typeof p === 'string') throw new UsageError(`--ipv${family}-prefix: ${p}`);
+    if (family === 4) prefixes.v4 = p;
+    else prefixes.v6 = p;
+  }
+  const exceptions = last(a.exceptions);
+  if (exceptions === '') throw new UsageError('--exceptions: needs a file name');
+  let maxPending: number | null = null;
+  const rawPending = last(a['max-pending']);
+  if (rawPending !== undefined) {
+    if (!/^\d{1,9}$/.test(rawPending.trim()) || Number(rawPending.trim()) === 0) {
+      throw new UsageError(`--max-pending: ${JSON.stringify(rawPending)} is not a positive whole number of triplets; give e.g. --max-pending 5000`);
+    }
+    maxPending = Number(rawPending.trim());
+  }
 
   const allow = parseAllow(a.allow);
   let cacheSize = DEFAULT_CACHE_SIZE;
@@ -152,6 +201,8 @@ export function parseArgs(argv: string[]): Parsed {
     maxRecords = Number(rawMax.trim());
   }
 
+  const metrics = parseMetrics(last(a.metrics));
+
   const pos = a._.map(String);
   if (pos.length > 2) throw new UsageError(`too many arguments (${pos.slice(2).join(' ')}); expected [ipaddr[:port] [statedir]]`);
   const listen = parseListenList(pos[0] ?? '');
@@ -164,7 +215,11 @@ export function parseArgs(argv: string[]): Parsed {
     options: {
       debug: Boolean(a.d),
       user: user ?? null,
-      whitelist: whitelist ?? null,
+      whitelist,
+      prefixes,
+      normaliseSenders: Boolean(a['normalise-senders']),
+      exceptions: exceptions ?? null,
+      maxPending,
       sweepMinutes: num.s,
       timeoutDays: num.t,
       greyHours: num.g,
@@ -175,6 +230,7 @@ export function parseArgs(argv: string[]): Parsed {
       maxRecords,
       listen,
       failClosed: Boolean(a['fail-closed']),
+      metrics,
       host,
       port,
       stateDir,
@@ -197,6 +253,51 @@ function parseAllow(v: unknown): string[] {
     }
   }
   return out;
+}
+
+/** --metrics [HOST:]PORT: a bare port is on loopback, so that turning metrics on never
+ *  publishes them beyond this host by accident. */
+export function parseMetrics(text: string | undefined): { host: string; port: number } | null {
+  if (text === undefined) return null;
+  const t = text.trim();
+  const example = 'give e.g. --metrics 9419 (loopback) or --metrics 192.0.2.25:9419';
+  if (t === '') throw new UsageError(`--metrics: needs a port or HOST:PORT; ${example}`);
+  const spec = /^\d+$/.test(t) ? `${DEFAULT_HOST}:${t}` : t;
+  if (!/:\d+$/.test(spec)) throw new UsageError(`--metrics: ${JSON.stringify(text)} has no port; ${example}`);
+  try {
+    return parseListen(spec);
+  } catch (e) {
+    if (e instanceof UsageError) throw new UsageError(`--metrics: ${e.message.replace(/^\w+: /, '')}`);
+    throw e;
+  }
+}
+
+/** minimist reads "-m -5" as -m without a value and a flag -5, so a negative number would be
+ *  lost before it could be refused by name ("" is not a number). A value that looks like a
+ *  negative number after a flag that takes a value is joined to it (--min-resend=-5). */
+export function keepNegativeValues(argv: string[], valueFlags: readonly string[]): string[] {
+  const takes = new Set(valueFlags);
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const m = /^--?([^=]+)$/.exec(arg);
+    const next = argv[i + 1];
+    if (m !== null && takes.has(m[1]) && (arg.startsWith('--') || m[1].length === 1) && next !== undefined && /^-(\d|\.\d)/.test(next)) {
+      out.push(`${arg.startsWith('--') ? '--' : '-'}${m[1]}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
+function all(v: unknown): string[] {
+  return v === undefined || v === null ? [] : Array.isArray(v) ? v.map(String) : [String(v)];
 }
 
 function last(v: unknown): string | undefined {

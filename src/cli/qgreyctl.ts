@@ -6,11 +6,12 @@
 // forget), 100 permanent error (usage, bad file), 111 temporary error (no answer, locked).
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { createReadStream, existsSync, fstatSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, type Stats as FsStats } from 'node:fs';
+import { createReadStream, existsSync, fstatSync, openSync, statSync, readFileSync, renameSync, unlinkSync, writeFileSync, type Stats as FsStats } from 'node:fs';
 import { isIP } from 'node:net';
 import minimist from 'minimist';
-import { CtlError, DEFAULT_WAIT_MS, openBackend, type Backend } from '../admin-client.js';
-import { formatSaveLine, isDead, OpsError, parseSaveLine, type DumpFilter, type SaveRecord, type Stats } from '../admin-ops.js';
+import { CtlError, daemonSettings, DEFAULT_WAIT_MS, openBackend, type Backend } from '../admin-client.js';
+import type { LiveCounters } from '../metrics.js';
+import { formatSaveLine, isDead, OpsError, parseSaveLine, shownSender, type DumpFilter, type SaveRecord, type Stats } from '../admin-ops.js';
 import { unixNow } from '../daemon/queue.js';
 import { escapeField } from '../log.js';
 import { settingsFrom, type Settings } from '../policy.js';
@@ -20,7 +21,8 @@ import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
 import { formatHtml } from '../report-html.js';
 import { StoreError } from '../store/leveldb.js';
 import { warningText, Whitelist, WhitelistError } from '../whitelist.js';
-import { DEFAULT_STATE, parseListen, UsageError } from './args.js';
+import { DEFAULT_STATE, keepNegativeValues, parseListen, UsageError } from './args.js';
+import { readSettings, settingsPath } from './recorded-settings.js';
 import { cmdSpfWhitelist, SPF_WHITELIST_HELP } from './spf-whitelist.js';
 
 const EXIT_OK = 0;
@@ -31,7 +33,7 @@ const EXIT_TEMPORARY = 111;
 const GLOBAL_USAGE = `usage: qgreyctl [--state DIR] COMMAND [ARGS]
 
 commands:
-  query [--server IP:PORT] [--timeout S] CLIENT-IP SENDER RCPT...   ask the daemon, as qmail-smtpd does
+  query [--server IP:PORT] [--wait S] CLIENT-IP SENDER RCPT...   ask the daemon, as qmail-smtpd does
   dump [--json] [--ip IP] [--sender S] [--rcpt R] [--ips|--triplets] list stored records
   stats [--json]                                   counts, dead records, oldest/newest, disk use
   import [--skip-bad] [--dry-run] FILE             load a greydaemon save file
@@ -47,34 +49,39 @@ commands:
                 A greydaemon save file qgreyd was given stands for the store made from it.
                 When qgreyd runs, qgreyctl works through DIR/admin.sock; else it opens DIR itself.
   --wait S      (after COMMAND) seconds to wait for each answer from a running daemon
-                (default ${DEFAULT_WAIT_MS / 1000}); no answer in time: exit 111.
+                (default ${DEFAULT_WAIT_MS / 1000}; query: for the UDP reply, default 3); no answer
+                in time: exit 111. --timeout always means days (the daemon's -t).
   COMMAND --help shows a command's options.
 
 exit codes: 0 done (accept, match); 1 a "no" (defer, no match, nothing to forget);
             100 permanent error (usage, unreadable file); 111 temporary (no answer, store locked)`;
 
-const SETTINGS_HELP = `  -t, --timeout DAYS        the daemon's -t (7)   } used only when the daemon is stopped;
-  -g, --grey-window HOURS   the daemon's -g (12)  } a running daemon's own settings win
-  -m, --min-resend MINUTES  the daemon's -m (5)   }`;
+const SETTINGS_HELP = `  -t, --timeout DAYS        the daemon's -t  } used only when the daemon is stopped, instead of
+  -g, --grey-window HOURS   the daemon's -g  } the settings qgreyd recorded in DIR/qgreyd.settings
+  -m, --min-resend MINUTES  the daemon's -m  } at its last start (or 7, 12, 5 without that file);
+                                                a running daemon's own settings win`;
 
 const HELP: Record<string, string> = {
-  query: `usage: qgreyctl query [--server IP:PORT] [--timeout SECONDS] CLIENT-IP SENDER RCPT...
+  query: `usage: qgreyctl query [--server IP:PORT] [--wait SECONDS] CLIENT-IP SENDER RCPT...
 
 Sends the request qmail-smtpd would send and prints the reply, e.g. "defer 00:01 new triplet".
-SENDER '' or '<>' is a bounce. --server defaults to 127.0.0.1:1999, --timeout to 3 seconds.
+SENDER '' or '<>' is a bounce. --server defaults to 127.0.0.1:1999; --wait, how long to wait
+for the reply, to 3 seconds (qmail-smtpd's wait).
 A whitelisted probe address makes this a health check that changes no state.
-exit: 0 accept, 1 defer, 100 usage, 111 no answer within the timeout.`,
+exit: 0 accept, 1 defer, 100 usage, 111 no answer within --wait.`,
   dump: `usage: qgreyctl dump [--json] [--ip IP] [--sender S] [--rcpt R] [--ips | --triplets] [--state DIR]
 
 Lists known-good IPs and triplets with their times (ISO 8601 UTC and age), streaming.
---ip, --sender, --rcpt filter (exact address, or @domain); --sender . (or '') is the bounce sender.
---json prints one JSON object per line. Dead records (by the daemon's settings) are marked.
+--ip, --sender, --rcpt filter (exact address, or @domain); --sender '' (or '<>') is the bounce
+sender, shown as <> (and "" in --json). --json prints one JSON object per line. Dead records (by the daemon's settings) are marked.
 ${SETTINGS_HELP}
 exit: 0 done, 100 usage or bad state directory, 111 store locked, daemon gone, or no answer within --wait SECONDS (default 30)`,
   stats: `usage: qgreyctl stats [--json] [--state DIR]
 
 Counts of known-good IPs and triplets, how many are dead but not yet swept, the oldest and
-newest times, and the store's size on disk.
+newest times, and the store's size on disk. Through a running daemon, also its live counters
+since it started (requests, malformed, refused, overload, store health, the last sweep; with
+qgreyd --metrics, replies by reason and each whitelist entry's hits); --json: "live".
 ${SETTINGS_HELP}
 exit: 0 done, 100 usage or bad state directory, 111 store locked, daemon gone, or no answer within --wait SECONDS (default 30)`,
   import: `usage: qgreyctl import [--skip-bad] [--dry-run] SAVEFILE [--state DIR]
@@ -162,6 +169,12 @@ interface Parsed {
 
 function parse(cmd: string, argv: string[], spec: { string?: string[]; boolean?: string[]; alias?: Record<string, string> }): Parsed {
   const strings = [...(spec.string ?? []), 'state', '_'];
+  // --timeout is days (the daemon's -t) wherever it is taken; a wait in seconds is --wait
+  const known0 = new Set([...strings, ...Object.keys(spec.alias ?? {}), ...Object.values(spec.alias ?? {})]);
+  if (!known0.has('timeout') && argv.some((x) => /^--timeout(=|$)/.test(x))) {
+    throw new Usage(`${cmd}: --timeout is not an option here (it means the daemon's -t, in days); to say how many seconds to wait for an answer, give --wait SECONDS`);
+  }
+  argv = keepNegativeValues(argv, [...strings, ...Object.values(spec.alias ?? {})]);
   const bools = [...(spec.boolean ?? []), 'help'];
   const known = new Set<string>([...strings, ...bools, ...Object.keys(spec.alias ?? {}), ...Object.values(spec.alias ?? {}), 'h']);
   const unknown: string[] = [];
@@ -190,6 +203,15 @@ function last(v: unknown): string | undefined {
   return String(v);
 }
 
+function fileKind(st: FsStats): string {
+  if (st.isFile()) return 'a regular file';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  return 'not a directory';
+}
+
 function stateDir(a: minimist.ParsedArgs, globalState: string | undefined): string {
   const s = last(a.state) ?? globalState ?? DEFAULT_STATE;
   if (s === '') throw new Usage('--state: an empty path; give the daemon\'s state directory');
@@ -199,14 +221,32 @@ function stateDir(a: minimist.ParsedArgs, globalState: string | undefined): stri
   if (savefile !== null && !existsSync(dir)) {
     throw new CtlError(`--state ${s}: a greydaemon save file that qgreyd has not imported yet; start qgreyd with it (it imports it into ${dir}), or give a state directory`, EXIT_PERMANENT);
   }
+  // a path that cannot be a directory is the admin's mistake, not a daemon to wait for
+  let st: FsStats | undefined;
+  try {
+    st = statSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') throw new CtlError(`--state ${s}: a part of that path is a file, not a directory; give the daemon's state directory`, EXIT_PERMANENT);
+  }
+  if (st !== undefined && !st.isDirectory()) {
+    throw new CtlError(`--state ${s}: ${dir} is ${fileKind(st)}, not a directory; give the daemon's state directory (qgreyd's last argument)`, EXIT_PERMANENT);
+  }
   return dir;
 }
 
 const SETTINGS_SPEC = { string: ['t', 'g', 'm', 'wait'], alias: { t: 'timeout', g: 'grey-window', m: 'min-resend' } };
 
-/** The direct-mode settings from -t/-g/-m, as qgreyd reads them; which were given. */
-function settingsArgs(cmd: string, a: minimist.ParsedArgs): { settings: Settings; given: string[] } {
-  const v: Record<string, number> = { t: 7, g: 12, m: 5 };
+/** Where the settings for a stopped daemon came from, as stats says it. */
+type SettingsSource = 'flags' | 'recorded' | 'defaults';
+
+/** The direct-mode settings: -t/-g/-m where given, else what qgreyd recorded in the state
+ *  directory at its last start, else qgreyd's defaults; which flags were given. */
+function settingsArgs(cmd: string, a: minimist.ParsedArgs, dir: string | null): { settings: Settings; given: string[]; source: SettingsSource } {
+  const recorded = dir === null ? null : readSettings(dir);
+  if (typeof recorded === 'string') process.stderr.write(`qgreyctl: ${cmd}: warning: ${recorded}; using -t/-g/-m or the defaults\n`);
+  const fromFile = recorded !== null && typeof recorded !== 'string';
+  const v: Record<string, number> = fromFile ? { t: recorded.timeoutDays, g: recorded.greyHours, m: recorded.minResendMinutes } : { t: 7, g: 12, m: 5 };
   const given: string[] = [];
   for (const [flag, name, unit] of [
     ['t', 'timeout', 'days'],
@@ -222,7 +262,7 @@ function settingsArgs(cmd: string, a: minimist.ParsedArgs): { settings: Settings
     v[flag] = n;
     given.push(`-${flag}`);
   }
-  return { settings: settingsFrom(v.t, v.g, v.m), given };
+  return { settings: settingsFrom(v.t, v.g, v.m), given, source: given.length > 0 ? 'flags' : fromFile ? 'recorded' : 'defaults' };
 }
 
 /** --wait SECONDS: how long a command waits for each answer from a running daemon. */
@@ -236,6 +276,9 @@ function waitArg(cmd: string, a: minimist.ParsedArgs): number {
   return n * 1000;
 }
 
+/** what withBackend chose, for stats to say */
+let settingsSource: SettingsSource = 'defaults';
+
 function settingsText(s: Settings): string {
   return `timeout ${s.timeout / 86400}d, grey-window ${s.greyWindow / 3600}h, min-resend ${s.minResend / 60}m`;
 }
@@ -247,8 +290,10 @@ async function withBackend<T>(
   create: boolean,
   fn: (b: Backend) => Promise<T>,
 ): Promise<T> {
-  const { settings, given } = settingsArgs(cmd, a);
-  const backend = await openBackend({ stateDir: stateDir(a, globalState), settings, create, waitMs: waitArg(cmd, a) });
+  const dir = stateDir(a, globalState);
+  const { settings, given, source } = settingsArgs(cmd, a, dir);
+  settingsSource = source;
+  const backend = await openBackend({ stateDir: dir, settings, create, waitMs: waitArg(cmd, a) });
   if (backend.mode === 'daemon' && given.length > 0) {
     process.stderr.write(`qgreyctl: ${cmd}: the daemon is running, so its own settings apply (${settingsText(backend.settings)}); ${given.join(' ')} ignored\n`);
   }
@@ -301,10 +346,12 @@ const VERDICT_TEXT: Record<Verdict, string> = {
   'too-late': 'retried too late',
   'not-decided': 'not decided (accepted)',
   'not-decided-closed': 'not decided (deferred: fail closed)',
+  'exception': 'every recipient is an exception',
+  'pending-cap': 'new triplet over the pending cap (not stored)',
 };
 
 async function cmdQuery(argv: string[]): Promise<number> {
-  const { a, pos } = parse('query', argv, { string: ['server', 'timeout'] });
+  const { a, pos } = parse('query', argv, { string: ['server', 'wait'] });
   if (a.help) return help('query');
   let server: { host: string; port: number };
   try {
@@ -313,10 +360,10 @@ async function cmdQuery(argv: string[]): Promise<number> {
     if (e instanceof UsageError) throw new Usage(`query: --server: ${e.message.replace(/^\w+: /, '')}`);
     throw e;
   }
-  const timeoutText = last(a.timeout) ?? '3';
+  const timeoutText = last(a.wait) ?? '3';
   const timeout = Number(timeoutText);
   if (timeoutText.trim() === '' || !Number.isFinite(timeout) || timeout <= 0 || timeout > 3600) {
-    throw new Usage(`query: --timeout ${JSON.stringify(timeoutText)} is not a number of seconds (0 to 3600); qmail-smtpd waits 3`);
+    throw new Usage(`query: --wait ${JSON.stringify(timeoutText)} is not a number of seconds (more than 0, at most 3600); qmail-smtpd waits 3`);
   }
   if (pos.length < 2) throw new Usage('query: needs CLIENT-IP SENDER [RCPT...]; see qgreyctl query --help');
   const ip = requireIp('query', pos[0]);
@@ -343,7 +390,7 @@ async function cmdQuery(argv: string[]): Promise<number> {
   });
   if (reply === null) {
     // qmail-smtpd accepts the mail in this case: say so, a monitor wants to know
-    throw new CtlError(`query: no answer from ${where} within ${timeout} s (qmail-smtpd would accept the mail unchecked)`, EXIT_TEMPORARY);
+    throw new CtlError(`query: no answer from ${where} within ${timeout} s (qmail-smtpd would accept the mail unchecked); give --wait SECONDS to wait longer`, EXIT_TEMPORARY);
   }
   const v = decodeReply(reply);
   if (v === null) {
@@ -389,11 +436,12 @@ async function cmdDump(argv: string[], globalState: string | undefined): Promise
 function dumpText(r: SaveRecord, now: number, s: Settings): string {
   const dead = isDead(r, now, s) ? ' dead' : '';
   if (r.kind === 'ip') return `known-good ${r.ip} last-good=${iso(r.time)} age=${age(now - r.time)}${dead}`;
-  return `triplet ${r.ip} <${escapeField(r.sender)}> <${escapeField(r.rcpt)}> first-seen=${iso(r.time)} age=${age(now - r.time)}${dead}`;
+  return `triplet ${r.ip} <${escapeField(shownSender(r.sender))}> <${escapeField(r.rcpt)}> first-seen=${iso(r.time)} age=${age(now - r.time)}${dead}`;
 }
 
 function dumpJson(r: SaveRecord, now: number, s: Settings): string {
-  return JSON.stringify({ ...r, iso: iso(r.time), age: now - r.time, dead: isDead(r, now, s) });
+  const shown = r.kind === 'triplet' ? { ...r, sender: shownSender(r.sender) } : r;
+  return JSON.stringify({ ...shown, iso: iso(r.time), age: now - r.time, dead: isDead(r, now, s) });
 }
 
 async function cmdStats(argv: string[], globalState: string | undefined): Promise<number> {
@@ -413,7 +461,14 @@ async function cmdStats(argv: string[], globalState: string | undefined): Promis
 
 function statsText(s: Stats, b: Backend): string {
   const how = b.mode === 'daemon' ? 'daemon running, asked through its admin socket' : 'daemon not running, store opened directly';
-  const whose = b.mode === 'daemon' ? "the daemon's" : 'from -t/-g/-m or the defaults';
+  const whose =
+    b.mode === 'daemon'
+      ? "the daemon's"
+      : settingsSource === 'flags'
+        ? 'from -t/-g/-m'
+        : settingsSource === 'recorded'
+          ? `recorded by qgreyd at its last start, ${settingsPath(b.stateDir)}`
+          : "qgreyd's defaults: no settings recorded in the state directory";
   const kind = (name: string, k: Stats['ips']) =>
     `${name.padEnd(15)} ${k.count} (dead, not yet swept: ${k.dead})` +
     (k.oldest !== null && k.newest !== null ? `; oldest ${iso(k.oldest)} (${ago(s.now - k.oldest)}), newest ${iso(k.newest)} (${ago(s.now - k.newest)})` : '');
@@ -425,7 +480,43 @@ function statsText(s: Stats, b: Backend): string {
     // a daemon older than this qgreyctl does not report them
     ...(s.future === undefined ? [] : [futureText(s)]),
     `disk            ${s.diskBytes} bytes (${(s.diskBytes / 1048576).toFixed(1)} MiB)`,
+    ...(s.live === undefined ? [] : liveText(s.live, s.now)),
   ].join('\n') + '\n';
+}
+
+/** The running daemon's counters since it started. */
+function liveText(l: LiveCounters, now: number): string[] {
+  const out = [
+    `daemon up       since ${iso(l.started)} (${age(now - l.started)}); store ${l.storeHealthy ? 'healthy' : 'FAILING (answering not decided)'}`,
+    `requests        received ${l.received}, replied ${l.replied}, in flight ${l.inFlight}, malformed ${l.malformed}, refused (not in --allow) ${l.refused}, overload ${l.overload}, store errors ${l.storeErrors}` +
+      (l.shutdown > 0 ? `, shutdown ${l.shutdown}` : ''),
+    l.lastSweep === null
+      ? 'last sweep      none yet'
+      : `last sweep      ${iso(l.lastSweep.at)} (${ago(now - l.lastSweep.at)}): scanned ${l.lastSweep.scanned}, deleted ${l.lastSweep.deleted}, ${l.lastSweep.ms} ms`,
+  ];
+  if (l.replies === null) {
+    out.push(`replies         by reason: counted only with qgreyd --metrics`);
+  } else {
+    const sorted = [...l.replies].sort((a, b) => b.count - a.count || a.reason.localeCompare(b.reason));
+    out.push(`replies         ${sorted.length === 0 ? 'none yet' : sorted.map((r) => `${r.reason} (${r.reply}) ${r.count}`).join(', ')}`);
+  }
+  if (l.whitelistHits === null) {
+    out.push(`whitelist       ${l.whitelistEntries} entries; hits per entry: counted only with qgreyd --metrics`);
+  } else {
+    const unused = l.whitelistHits.filter((h) => h.hits === 0).length;
+    out.push(`whitelist       ${l.whitelistEntries} entries, ${unused} never matched since the daemon started or the list was reloaded`);
+    for (const h of l.whitelistHits) out.push(`  ${String(h.hits).padStart(10)}  ${escapeField(h.file)}:${h.line} ${escapeField(h.entry)}`);
+  }
+  if (l.exceptionEntries !== undefined) {
+    if (l.exceptionHits === null || l.exceptionHits === undefined) {
+      out.push(`exceptions      ${l.exceptionEntries} entries; recipients per entry: counted only with qgreyd --metrics`);
+    } else {
+      const unused = l.exceptionHits.filter((h) => h.hits === 0).length;
+      out.push(`exceptions      ${l.exceptionEntries} entries, ${unused} never matched since the daemon started or the list was reloaded`);
+      for (const h of l.exceptionHits) out.push(`  ${String(h.hits).padStart(10)}  ${escapeField(h.file)}:${h.line} ${escapeField(h.entry)}`);
+    }
+  }
+  return out;
 }
 
 /** "5m ago", or "in 5m" for a time ahead of now */
@@ -461,7 +552,7 @@ async function cmdImport(argv: string[], globalState: string | undefined): Promi
   if (pos.length !== 1) throw new Usage('import: needs one greydaemon save file; see qgreyctl import --help');
   const file = pos[0];
   // bad -t/-g/-m are usage errors before any work
-  const { settings: flagSettings } = settingsArgs('import', a);
+  settingsArgs('import', a, null);
   // opened before anything else: qgreyctl may become the state directory's owner later
   let fd: number;
   let before: FsStats;
@@ -472,6 +563,16 @@ async function cmdImport(argv: string[], globalState: string | undefined): Promi
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     throw new CtlError(`import: cannot read ${file} (${err.code ?? err.message}); give a greydaemon save file`, EXIT_PERMANENT);
+  }
+
+  // A dry run judges deadness by the settings the real import would use: a running daemon's
+  // own, else those withBackend chooses (flags, recorded, defaults).
+  let running: Settings | null = null;
+  let judge: Settings | null = null;
+  if (a['dry-run']) {
+    const dir = stateDir(a, globalState);
+    running = await daemonSettings(dir, waitArg('import', a));
+    judge = running ?? settingsArgs('import', a, dir).settings;
   }
 
   // pass 1: read and check every line; nothing is written yet
@@ -492,7 +593,7 @@ async function cmdImport(argv: string[], globalState: string | undefined): Promi
         continue;
       }
       records++;
-      if (isDead(r, now, flagSettings)) {
+      if (judge !== null && isDead(r, now, judge)) {
         if (r.kind === 'ip') deadIps++;
         else deadTriplets++;
       }
@@ -501,12 +602,15 @@ async function cmdImport(argv: string[], globalState: string | undefined): Promi
     throw new CtlError(`import: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); nothing imported`, EXIT_PERMANENT);
   }
   if (bad > SHOW_BAD) process.stderr.write(`qgreyctl: ${file}: ... and ${bad - SHOW_BAD} more unreadable lines\n`);
+  if (records === 0 && bad > 0) {
+    throw new CtlError(`import: ${file} has no readable record (${bad} unreadable line${bad === 1 ? '' : 's'}); nothing imported; is it a greydaemon save file?`, EXIT_PERMANENT);
+  }
   if (bad > 0 && !a['skip-bad'] && !a['dry-run']) {
     throw new CtlError(`import: ${file} has ${bad} unreadable line${bad === 1 ? '' : 's'} of ${lines}; nothing imported (fix ${bad === 1 ? 'it' : 'them'}, or give --skip-bad to import the ${records} good records)`, EXIT_PERMANENT);
   }
   if (a['dry-run']) {
     await write(
-      `${file}: ${lines} lines, ${records} records, ${bad} unreadable; dead by ${settingsText(flagSettings)}: ${deadIps} known-good IPs, ${deadTriplets} triplets; nothing written (dry run)\n`,
+      `${file}: ${lines} lines, ${records} records, ${bad} unreadable; dead by ${settingsText(judge!)}${running !== null ? " (the running daemon's)" : ''}: ${deadIps} known-good IPs, ${deadTriplets} triplets; nothing written (dry run)\n`,
     );
     return bad > 0 ? EXIT_PERMANENT : EXIT_OK;
   }
@@ -618,7 +722,7 @@ async function cmdForget(argv: string[], globalState: string | undefined): Promi
   const triplet = pos.length === 3 ? { sender: bounce(pos[1]), rcpt: pos[2] } : undefined;
   return withBackend('forget', a, globalState, false, async (b) => {
     const r = await b.forget(ip, triplet);
-    const what = r.triplet !== undefined ? `triplet ${r.ip} <${escapeField(r.triplet.sender)}> <${escapeField(r.triplet.rcpt)}>` : `${r.ip} and its triplets`;
+    const what = r.triplet !== undefined ? `triplet ${r.ip} <${escapeField(shownSender(r.triplet.sender))}> <${escapeField(r.triplet.rcpt)}>` : `${r.ip} and its triplets`;
     if (r.deleted === 0) {
       await write(`nothing to forget: no record of ${what}\n`);
       return EXIT_NO;
@@ -651,7 +755,12 @@ async function cmdReport(argv: string[]): Promise<number> {
       throw new CtlError(`report: cannot read ${f} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give multilog files such as /var/log/qgreyd/current`, EXIT_PERMANENT);
     }
   }
-  if (sources.length === 0) sources.push({ name: 'standard input', fd: 0 });
+  if (sources.length === 0) {
+    // nobody types a log in by hand: a report run on a terminal without files is a mistake,
+    // and waiting silently for input looks like a hang
+    if (process.stdin.isTTY === true) throw new Usage('report: give the log files (e.g. /var/log/qgreyd/current), or pipe the log in: qgreyctl report < current; see qgreyctl report --help');
+    sources.push({ name: 'standard input', fd: 0 });
+  }
   for (const s of sources) {
     try {
       const lines = s.fd === 0 ? stdinLines() : fileLines(s.fd);

@@ -28,6 +28,7 @@ const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'
 const RUN_TEMPLATE = join(PACKAGE_ROOT, 'supervise', 'qgreyd', 'run');
 const LOG_RUN_TEMPLATE = join(PACKAGE_ROOT, 'supervise', 'qgreyd', 'log', 'run');
 const SAMPLE_WHITELIST = join(PACKAGE_ROOT, 'whitelist', 'whitelist');
+const SAMPLE_EXCEPTIONS = join(PACKAGE_ROOT, 'whitelist', 'exceptions');
 const QGREYD = join(dirname(fileURLToPath(import.meta.url)), 'qgreyd.js');
 
 class ConfError extends Error {
@@ -203,10 +204,20 @@ function create(p: Plan): void {
       CACHE_SIZE: '',
       // empty: fail open (01 05) when a request cannot be decided; 1: defer (00 04)
       FAIL_CLOSED: '',
+      // the policy options: empty keeps greydaemon's keys and verdicts (see nextSteps)
+      IPV4_PREFIX: '',
+      IPV6_PREFIX: '',
+      NORMALISE_SENDERS: '',
+      EXCEPTIONS: '',
+      MAX_PENDING: '',
+      // empty: no metrics server; a port (on loopback) or HOST:PORT serves /metrics
+      METRICS: '',
     };
     for (const [name, value] of Object.entries(env)) file(join(p.dir, 'env', name), value === '' ? '' : value + '\n', 0o644);
     copyFileSync(SAMPLE_WHITELIST, join(p.dir, 'whitelist'));
     chmodSync(join(p.dir, 'whitelist'), 0o644);
+    copyFileSync(SAMPLE_EXCEPTIONS, join(p.dir, 'exceptions'));
+    chmodSync(join(p.dir, 'exceptions'), 0o644);
     dir(join(p.dir, 'data'), 0o700, p.daemon);
     dir(join(p.dir, 'log'), 0o755);
     file(join(p.dir, 'log', 'run'), logRun, 0o755);
@@ -279,6 +290,13 @@ Next steps:
    syntax depends on your qmail-smtpd (README: "How qmail-smtpd uses it"):
 ${greyipText(p)}   Keep your RELAYCLIENT lines above it (your own clients need no greylisting), then
      tcprules /etc/tcp.smtp.cdb /etc/tcp.smtp.tmp < /etc/tcp.smtp
+3. Recommended for a new installation (off as created, so that a copied greydaemon setup
+   decides as before; README: "Policy options"), then svc -t /service/${name}:
+     echo 24 > ${d}/env/IPV4_PREFIX          # a retry from another host of a sender's /24 passes
+     echo 64 > ${d}/env/IPV6_PREFIX          # and of its /64
+     echo 1 > ${d}/env/NORMALISE_SENDERS     # BATV, SRS and VERP senders keep one triplet
+     echo ./exceptions > ${d}/env/EXCEPTIONS # postmaster@ and abuse@ never wait
+     echo 5000 > ${d}/env/MAX_PENDING        # one network's spam run cannot grow the store
 `;
 }
 

@@ -9,14 +9,19 @@ import { AdminServer } from '../admin.js';
 import { ClockWatch } from '../clock.js';
 import { Greylist, unixNow } from '../daemon/queue.js';
 import { LineWriter, quoted } from '../log.js';
-import { settingsFrom } from '../policy.js';
+import { Exceptions, ExceptionsError } from '../exceptions.js';
+import { Metrics, type LiveCounters, type MetricsServer } from '../metrics.js';
+import { PendingCounts } from '../pending.js';
+import { settingsFrom, type Grouping } from '../policy.js';
 import { isWildcard } from '../daemon/listen.js';
 import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
 import { ListenError, Server } from '../daemon/server.js';
 import { Store, StoreError } from '../store/leveldb.js';
-import { Whitelist, WhitelistError, warningLogLine } from '../whitelist.js';
+import { TRIPLET_PREFIX } from '../store/keys.js';
+import { Whitelist, WhitelistError, whitelistFiles, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
+import { writeSettings } from './recorded-settings.js';
 import { checkStatePath, secureStateDir } from './statedir.js';
 import { repairStore } from '../store/repair.js';
 
@@ -81,16 +86,18 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGINT', early);
   process.on('SIGHUP', ignoreHup);
   let whitelist = Whitelist.empty();
+  let exceptions: Exceptions | null = null;
   let account: Account | null = null;
   try {
-    if (options.whitelist !== null) whitelist = Whitelist.load(options.whitelist);
+    if (options.whitelist.length > 0) whitelist = Whitelist.loadAll(options.whitelist);
     for (const w of whitelist.warnings) log.line(warningLogLine(w));
+    if (options.exceptions !== null) exceptions = Exceptions.load(options.exceptions);
     if (options.user !== null) {
       account = lookupUser(options.user);
       if (process.getuid?.() !== 0) throw new UsageError(`-u ${options.user}: only root can change user; run qgreyd as root, or leave out -u`);
     }
   } catch (e) {
-    if (e instanceof UsageError || e instanceof WhitelistError) fail(e.message, EXIT_PERMANENT);
+    if (e instanceof UsageError || e instanceof WhitelistError || e instanceof ExceptionsError) fail(e.message, EXIT_PERMANENT);
     throw e;
   }
 
@@ -100,7 +107,33 @@ async function main(argv: string[]): Promise<void> {
   const allow = options.allow.length > 0 ? AllowList.parse(options.allow) : AllowList.defaultFor(options.listen.map((l) => l.host));
   // QGREYD_MAX_IN_FLIGHT: a small in-flight bound, for the tests that go past it
   const maxInFlight = Number(process.env.QGREYD_MAX_IN_FLIGHT) || undefined;
-  const server = new Server({ listen: options.listen, debug: options.debug, log, allow, failClosed: options.failClosed, maxInFlight });
+  // what a scrape and qgreyctl stats read, filled in as the parts below come up
+  const startedAt = Math.floor(Date.now() / 1000);
+  let gl: Greylist | null = null;
+  let store: Store | null = null;
+  let lastSweep: LiveCounters['lastSweep'] = null;
+  const metrics: Metrics | null =
+    options.metrics === null
+      ? null
+      : new Metrics({
+          inFlight: () => server.pending,
+          refused: () => server.refused.total,
+          overload: () => server.overload.total,
+          malformed: () => server.counters.malformed,
+          storeHealthy: () => store?.healthy ?? false,
+          storeRecords: () => (lastSweep === null ? null : lastSweep.scanned - lastSweep.deleted),
+          lastSweep: () => lastSweep,
+          whitelistHits: () => whitelistHits() ?? [],
+          ...(options.exceptions === null ? {} : { exceptionHits: () => exceptionHits() ?? [] }),
+        });
+  const whitelistHits = (): LiveCounters['whitelistHits'] =>
+    metrics === null || gl === null ? null : gl.whitelist.entries.map((e) => ({ file: e.file, line: e.line, entry: e.text, hits: metrics.whitelistHits(e) }));
+  const exceptionHits = (): LiveCounters['whitelistHits'] => {
+    const ex = gl?.grouping.exceptions;
+    if (metrics === null || ex === null || ex === undefined) return null;
+    return ex.entries.map((e) => ({ file: e.file, line: e.line, entry: e.text, hits: metrics.whitelistHits(e) }));
+  };
+  const server: Server = new Server({ listen: options.listen, debug: options.debug, log, allow, failClosed: options.failClosed, maxInFlight, metrics: metrics ?? undefined });
   let bound: { bound: string[]; failed: ListenError[] };
   try {
     bound = await server.listen();
@@ -111,6 +144,21 @@ async function main(argv: string[]): Promise<void> {
     if (e.code === 'EACCES') fail(`cannot listen on ${where}: permission denied (ports below 1024 need root; use -u to drop privileges after binding)`, EXIT_PERMANENT);
     if (e.code === 'EADDRNOTAVAIL') fail(`cannot listen on ${where}: that address is not on this host`, EXIT_PERMANENT);
     fail(`cannot listen on ${where}: ${e.message}`, EXIT_TEMPORARY);
+  }
+
+  // before -u, as the UDP sockets: a port below 1024 needs root
+  let metricsServer: MetricsServer | null = null;
+  if (metrics !== null && options.metrics !== null) {
+    const where = options.metrics.host.includes(':') ? `[${options.metrics.host}]:${options.metrics.port}` : `${options.metrics.host}:${options.metrics.port}`;
+    try {
+      metricsServer = await metrics.listen(options.metrics.host, options.metrics.port);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE') fail(`--metrics ${where}: address in use (another qgreyd, or another exporter on that port?); give another port`, EXIT_TEMPORARY);
+      if (code === 'EACCES') fail(`--metrics ${where}: permission denied (ports below 1024 need root)`, EXIT_PERMANENT);
+      if (code === 'EADDRNOTAVAIL') fail(`--metrics ${where}: that address is not on this host`, EXIT_PERMANENT);
+      fail(`--metrics ${where}: ${(e as Error).message}`, EXIT_TEMPORARY);
+    }
   }
 
   // greydaemon's last argument is its save file: imported once into a store directory beside
@@ -138,7 +186,6 @@ async function main(argv: string[]): Promise<void> {
     throw e;
   }
 
-  let store: Store;
   try {
     store = await Store.open(options.stateDir, {
       program: 'qgreyd',
@@ -176,19 +223,66 @@ async function main(argv: string[]): Promise<void> {
     ),
   );
   const clockTimer = setInterval(() => clock.check(), CLOCK_CHECK_MS);
-  const gl = new Greylist(store, settings, whitelist, () => Math.floor(wallMs() / 1000));
+  const greylist = new Greylist(store, settings, whitelist, () => Math.floor(wallMs() / 1000));
+  gl = greylist;
   gl.expiryClock = () => clock.expiryNow();
+  const grouping: Grouping = { prefixes: options.prefixes, normaliseSenders: options.normaliseSenders, exceptions, maxPending: options.maxPending };
+  gl.grouping = grouping;
+  if (options.maxPending !== null) {
+    // The scan's snapshot is taken before the first request is decided (its first chunk is
+    // read now): triplets written from here on are counted by the queue, the rest by the scan.
+    const pending = new PendingCounts();
+    gl.pending = pending;
+    const started = Date.now();
+    const scan = store.scan(TRIPLET_PREFIX, { chunk: 5000, onCorrupt: (m) => log.line(`error pending count: ${quoted(m)}`) });
+    const first = await scan.next().catch((e: Error) => e);
+    const rest = async function* () {
+      if (first instanceof Error) throw first;
+      if (first.done === true) return;
+      yield first.value;
+      yield* scan;
+    };
+    void pending.count(rest(), TRIPLET_PREFIX).then(
+      (n) => log.line(`pending counted triplets=${n} networks=${pending.networks} ms=${Date.now() - started}`),
+      (e: Error) => log.line(`error pending count failed, --max-pending counts only triplets stored from now on: ${quoted(e.message)}`),
+    );
+  }
   server.attach(gl);
+  // qgreyctl judges records by these while the daemon is stopped
+  try {
+    writeSettings(store.dir, { timeoutDays: options.timeoutDays, greyHours: options.greyHours, minResendMinutes: options.minResendMinutes }, `qgreyd ${ver}`);
+  } catch (e) {
+    log.line(`warning settings not recorded in ${store.dir}, qgreyctl will use its defaults while qgreyd is stopped: ${quoted((e as Error).message)}`);
+  }
+  const openStore = store;
+  const live = async (): Promise<LiveCounters> => ({
+    started: startedAt,
+    ...server.counters,
+    refused: server.refused.total,
+    overload: server.overload.total,
+    inFlight: server.pending,
+    storeHealthy: openStore.healthy,
+    lastSweep,
+    whitelistEntries: greylist.whitelist.size,
+    replies: metrics === null ? null : await metrics.replyCounts(),
+    whitelistHits: whitelistHits(),
+    ...(options.exceptions === null ? {} : { exceptionEntries: greylist.grouping.exceptions?.size ?? 0, exceptionHits: exceptionHits() }),
+  });
   // before the start line, so that qgreyctl finds the socket as soon as the daemon is up
-  const admin = new AdminServer(gl, store, log, ver);
+  const admin = new AdminServer(gl, store, log, ver, live);
   const adminError = await admin.listen().then(() => null, (e: Error) => e.message);
 
   const listen = bound.bound.join(',');
+  if (metricsServer !== null) {
+    const a = metricsServer.address.includes(':') ? `[${metricsServer.address}]` : metricsServer.address;
+    log.line(`metrics listen=${a}:${metricsServer.port} url=http://${a}:${metricsServer.port}/metrics`);
+  }
   log.line(
     `start version=${ver} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
-      `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
+      `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist.join(',') || '-'} ` +
       `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'} ` +
-      `allow=${allow} cache-size=${options.cacheSize} fail=${options.failClosed ? 'closed' : 'open'}`,
+      `allow=${allow} cache-size=${options.cacheSize} fail=${options.failClosed ? 'closed' : 'open'}` +
+      groupingText(options, exceptions),
   );
   for (const f of bound.failed) log.line(`warning listen=${f.address} not bound, tried again at SIGHUP: ${quoted(f.message)}`);
   log.line(adminError === null ? `admin listen=${admin.path}` : `error admin socket ${admin.path} not started, qgreyctl works only while qgreyd is stopped: ${quoted(adminError)}`);
@@ -199,11 +293,21 @@ async function main(argv: string[]): Promise<void> {
     log.line(warning);
     process.stderr.write(`qgreyd: ${warning}\n`);
   }
-  if (account && options.whitelist !== null) {
+  if (account) {
+    let listed: string[] = [];
     try {
-      accessSync(options.whitelist, constants.R_OK);
+      listed = whitelistFiles(options.whitelist);
     } catch {
-      log.line(`warning whitelist=${options.whitelist} is not readable by ${account.name}; SIGHUP reloads will fail until it is`);
+      // changed since it loaded: the next SIGHUP says what is wrong
+    }
+    const files = new Map<string, string>([...options.whitelist, ...listed].map((f) => [f, 'whitelist']));
+    if (options.exceptions !== null) files.set(options.exceptions, 'exceptions');
+    for (const [file, kind] of files) {
+      try {
+        accessSync(file, constants.R_OK);
+      } catch {
+        log.line(`warning ${kind}=${file} is not readable by ${account.name}; SIGHUP reloads will fail until it is`);
+      }
     }
   }
 
@@ -220,6 +324,7 @@ async function main(argv: string[]): Promise<void> {
           corruptLogged = true;
           log.line(`error sweep stepped over a corrupt part of the store, and will each time until it is repaired: ${quoted(r.corrupt)}`);
         }
+        lastSweep = { at: Math.floor(Date.now() / 1000), scanned: r.scanned, deleted: r.deleted, ms: r.ms };
         log.line(
           `sweep scanned=${r.scanned} deleted=${r.deleted}` +
             (r.normalised > 0 ? ` future-dated-set-to-now=${r.normalised}` : '') +
@@ -249,14 +354,23 @@ async function main(argv: string[]): Promise<void> {
         for (const f of r.failed) log.line(`error listen=${f.address} not bound, tried again at the next SIGHUP: ${quoted(f.message)}`);
       });
     }
-    if (options.whitelist === null) {
+    if (options.exceptions !== null) {
+      try {
+        const ex = Exceptions.load(options.exceptions);
+        gl.grouping = { ...gl.grouping, exceptions: ex };
+        log.line(`exceptions reloaded file=${options.exceptions} entries=${ex.size}`);
+      } catch (e) {
+        log.line(`error exceptions reload failed, keeping the old list (${gl.grouping.exceptions?.size ?? 0} entries): ${quoted((e as Error).message)}`);
+      }
+    }
+    if (options.whitelist.length === 0) {
       log.line('whitelist reload skipped: no -w file');
       return;
     }
     try {
-      gl.whitelist = Whitelist.load(options.whitelist);
+      gl.whitelist = Whitelist.loadAll(options.whitelist);
       for (const w of gl.whitelist.warnings) log.line(warningLogLine(w));
-      log.line(`whitelist reloaded file=${options.whitelist} entries=${gl.whitelist.size}`);
+      log.line(`whitelist reloaded file=${options.whitelist.join(',')} entries=${gl.whitelist.size}`);
     } catch (e) {
       log.line(`error whitelist reload failed, keeping the old list (${gl.whitelist.size} entries): ${quoted((e as Error).message)}`);
     }
@@ -272,8 +386,9 @@ async function main(argv: string[]): Promise<void> {
     void (async () => {
       await server.close();
       await admin.close();
+      await metricsServer?.close();
       await gl.stop();
-      await store.close();
+      await openStore.close();
       const c = server.counters;
       log.line(
         `stopped received=${c.received} replied=${c.replied} malformed=${c.malformed} store-errors=${c.storeErrors} ` +
@@ -295,6 +410,17 @@ async function main(argv: string[]): Promise<void> {
     process.exit(EXIT_TEMPORARY);
   });
   if (options.debug) log.line(`debug state=${resolve(options.stateDir)} settings=${JSON.stringify(settings)}`);
+}
+
+/** The start line's fields for the options that change keys or decisions, when given. */
+function groupingText(o: Options, exceptions: Exceptions | null): string {
+  let t = '';
+  if (o.prefixes.v4 !== 32) t += ` ipv4-prefix=${o.prefixes.v4}`;
+  if (o.prefixes.v6 !== 128) t += ` ipv6-prefix=${o.prefixes.v6}`;
+  if (o.normaliseSenders) t += ' normalise-senders=yes';
+  if (o.exceptions !== null) t += ` exceptions=${o.exceptions} exceptions-entries=${exceptions?.size ?? 0}`;
+  if (o.maxPending !== null) t += ` max-pending=${o.maxPending}`;
+  return t;
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {

@@ -6,9 +6,10 @@ import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import minimist from 'minimist';
 import { CtlError } from '../admin-client.js';
+import { keepNegativeValues } from './args.js';
 import { DEFAULT_MAX_LOOKUPS, formatWhitelist, isDomainName, nodeDns, parseDomainList, SpfError, walkSpf, type SpfResult } from '../spf.js';
 
-export const SPF_WHITELIST_HELP = `usage: qgreyctl spf-whitelist [-o FILE] [--resolver IP[:PORT]]... [--timeout S] [--max-lookups N]
+export const SPF_WHITELIST_HELP = `usage: qgreyctl spf-whitelist [-o FILE] [--resolver IP[:PORT]]... [--wait S] [--max-lookups N]
                               [--skip-bad] [-q] DOMAIN... | -f LISTFILE
 
 Walks each domain's SPF record (ip4, ip6, a, mx, include, redirect) and writes the ranges it
@@ -17,7 +18,7 @@ exists, ptr and macros depend on the connecting client: they are reported and le
 -f LISTFILE     domains one a line, "#" comments (whitelist/spf-domains is a starting list)
 -o FILE         write FILE (through a temporary file and a rename); default standard output
 --resolver      DNS server(s) to ask (default: /etc/resolv.conf's), e.g. 127.0.0.1 or [::1]:5353
---timeout S     seconds per DNS query try (default 5; 2 tries)
+--wait S        seconds to wait for each DNS query try (default 5; 2 tries)
 --max-lookups N DNS lookups allowed per domain, as receivers count them (default ${DEFAULT_MAX_LOOKUPS}, RFC 7208)
 --skip-bad      leave out domains whose record is bad or missing instead of failing
 -q, --quiet     no notes or summary on standard error, only errors (for cron, which mails output)
@@ -51,8 +52,10 @@ function positive(flag: string, text: string, whole: boolean): number {
 
 export async function cmdSpfWhitelist(argv: string[]): Promise<number> {
   const unknown: string[] = [];
-  const a = minimist(argv, {
-    string: ['o', 'f', 'resolver', 'timeout', 'max-lookups', 'state'],
+  if (argv.some((x) => /^--timeout(=|$)/.test(x))) usage('--timeout is not an option here (elsewhere it means the daemon\'s -t, in days); give --wait SECONDS for the DNS wait');
+  const valueFlags = ['o', 'f', 'resolver', 'wait', 'max-lookups', 'state'];
+  const a = minimist(keepNegativeValues(argv, [...valueFlags, 'output', 'file']), {
+    string: valueFlags,
     boolean: ['skip-bad', 'help', 'q'],
     alias: { o: 'output', f: 'file', h: 'help', q: 'quiet' },
     unknown: (arg) => {
@@ -73,7 +76,7 @@ export async function cmdSpfWhitelist(argv: string[]): Promise<number> {
   const output = outputs[0];
   if (output === '') usage('-o needs a file name');
   const servers = strings(a.resolver).map(resolverAddress);
-  const timeout = positive('--timeout', strings(a.timeout).pop() ?? '5', false);
+  const timeout = positive('--wait', strings(a.wait).pop() ?? '5', false);
   const maxLookups = positive('--max-lookups', strings(a['max-lookups']).pop() ?? String(DEFAULT_MAX_LOOKUPS), true);
 
   const domains: string[] = [];

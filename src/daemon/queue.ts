@@ -18,9 +18,10 @@
 // the other's request is in the next one. Within one source, requests are decided in arrival
 // order.
 import type { OpsContext } from '../admin-ops.js';
-import { decide, isKnownGood, tripletKeys, type Decision, type RecordView, type Settings } from '../policy.js';
+import type { PendingCounts } from '../pending.js';
+import { clientKey, decide, GREYDAEMON, isKnownGood, tripletKeys, type Decision, type Grouping, type RecordView, type Settings } from '../policy.js';
 import { tripletBytes, type Request } from '../protocol.js';
-import { ipKey, tripletDbKey } from '../store/keys.js';
+import { ipKey, TRIPLET_PREFIX, tripletDbKey } from '../store/keys.js';
 import type { Change, CommitGroup, GreylistStore, Value } from '../store/types.js';
 import type { Whitelist, WhitelistEntry } from '../whitelist.js';
 import { Sweeper, type SweepReport } from './sweep.js';
@@ -133,6 +134,13 @@ export class Greylist {
   onSweepChunk: ((ops: readonly StoreOp[]) => Promise<void>) | null = null;
   /** the budget of one batch, in cost bytes (a knob for tests) */
   batchBudget = BATCH_BUDGET;
+  /** the opt-in grouping rules (network keys, sender tags, exceptions, pending cap) */
+  grouping: Grouping = GREYDAEMON;
+  /** triplets stored per client key, kept when --max-pending is on */
+  pending: PendingCounts | null = null;
+  /** triplets the batch being decided creates: counted as they are decided (later requests
+   *  of the batch see them), taken back when their commit fails or conflicts */
+  private readonly created: string[] = [];
 
   // the batch being decided: the changes so far, by store key (what later requests see)
   private readonly writes = new Map<string, number>();
@@ -153,31 +161,55 @@ export class Greylist {
     // on the synchronous path the index answers; on the other, prefetched values sit in
     // `writes`'s sibling map filled before deciding (see runBatchAsync)
     this.view = {
-      lastGood: (ip) => {
-        const k = ipKey(ip);
+      lastGood: (client) => {
+        const k = ipKey(client);
         return writes.get(k) ?? (lookupSync !== undefined ? lookupSync(k) : undefined);
       },
       firstSeen: (key) => {
         const k = tripletDbKey(key);
         return writes.get(k) ?? (lookupSync !== undefined ? lookupSync(k) : undefined);
       },
+      pending: (client) => this.pending?.get(client) ?? 0,
     };
   }
 
   /** Writes outside a request batch (admin changes): run it inside exclusive(). */
   async write(ops: readonly StoreOp[]): Promise<void> {
     if (ops.length === 0) return;
+    const pending = this.pending;
+    if (pending === null) {
+      await this.store.commit([{ expect: [], changes: ops }]);
+      return;
+    }
+    // admin changes are rare: which triplets they create or delete is read, not guessed
+    const triplets = ops.filter((o) => o[0].startsWith(TRIPLET_PREFIX));
+    const before = triplets.length > 0 ? await this.store.lookup(triplets.map((o) => o[0])) : [];
     await this.store.commit([{ expect: [], changes: ops }]);
+    triplets.forEach(([key, time], i) => {
+      if (before[i] === undefined && time !== null) pending.addKey(key.slice(TRIPLET_PREFIX.length), 1);
+      else if (before[i] !== undefined && time === null) pending.addKey(key.slice(TRIPLET_PREFIX.length), -1);
+    });
+  }
+
+  /** The sweep deleted these records: the pending counts follow. */
+  noteDeleted(changes: readonly Change[]): void {
+    const pending = this.pending;
+    if (pending === null) return;
+    for (const [key, time] of changes) if (time === null && key.startsWith(TRIPLET_PREFIX)) pending.addKey(key.slice(TRIPLET_PREFIX.length), -1);
   }
 
   /** What qgreyctl's operations run with in the daemon: serialised with the batches, and
    *  every change through write(). */
   opsContext(): OpsContext {
     const settings = () => this.settings;
+    const grouping = () => this.grouping;
     return {
       store: this.store,
       get settings() {
         return settings();
+      },
+      get grouping() {
+        return grouping();
       },
       clock: this.clock,
       exclusive: (fn) => this.exclusive(fn),
@@ -341,11 +373,16 @@ export class Greylist {
     const req = p.req;
     // a client IP sent as text (`unknown`) never matches a range
     const listed = req.family === 0 ? undefined : this.whitelist.matchNormalised(req.ip, req.family);
-    const out = decide(req, listed !== undefined, this.view, this.now, this.settings);
+    const out = decide(req, listed !== undefined, this.view, this.now, this.settings, this.grouping);
     if ('malformed' in out) return { kind: 'malformed', error: out.malformed };
-    if (out.knownGood !== undefined) this.writes.set(ipKey(req.ip), out.knownGood);
+    if (out.knownGood !== undefined) this.writes.set(ipKey(out.client), out.knownGood);
+    const pending = this.pending;
     for (let i = 0; i < out.triplets.length; i++) {
       const [key, t] = out.triplets[i];
+      if (pending !== null && this.view.firstSeen(key) === undefined) {
+        pending.addKey(key, 1);
+        this.created.push(key);
+      }
       this.writes.set(tripletDbKey(key), t);
     }
     return { kind: 'decision', decision: out, whitelistEntry: listed };
@@ -366,8 +403,10 @@ export class Greylist {
     try {
       if (changes.length > 0) this.store.commitSync!([{ expect: [], changes }]);
     } catch (e) {
+      this.uncount(this.created);
       this.failBatch(results, e);
     }
+    this.created.length = 0;
     // (the place for per-reply work such as metrics is the done callback: one call per reply)
     for (let i = 0; i < batch.length; i++) (batch[i].done as Done)(results[i], batch[i].tag);
   }
@@ -381,8 +420,9 @@ export class Greylist {
       // every record the batch may read, in one call: each IP's and, unless the IP is known
       // good, its triplets (the rule is the policy's); IPs first, then the triplets of those
       // not known good
+      const g = this.grouping;
       const ipKeys: string[] = [];
-      for (const p of batch) ipKeys.push(ipKey(p.req.ip));
+      for (const p of batch) ipKeys.push(ipKey(clientKey(p.req, g)));
       const ipVals = await this.store.lookup(ipKeys);
       const fetched = new Map<string, Value>();
       ipKeys.forEach((k, i) => fetched.set(k, ipVals[i]));
@@ -390,7 +430,7 @@ export class Greylist {
       for (let i = 0; i < batch.length; i++) {
         const req = batch[i].req;
         if (isKnownGood(ipVals[i], this.now, this.settings) || 'error' in req.tail) continue;
-        for (const k of tripletKeys(req.ip, req.tail)) {
+        for (const k of tripletKeys(clientKey(req, g), req.tail, g)) {
           const dk = tripletDbKey(k);
           if (!fetched.has(dk)) {
             fetched.set(dk, undefined);
@@ -411,19 +451,34 @@ export class Greylist {
         seen.set(k, v);
         return v;
       };
-      const view: RecordView = { lastGood: (ip) => read(ipKey(ip)), firstSeen: (key) => read(tripletDbKey(key)) };
+      const view: RecordView = {
+        lastGood: (client) => read(ipKey(client)),
+        firstSeen: (key) => read(tripletDbKey(key)),
+        pending: (client) => this.pending?.get(client) ?? 0,
+      };
+      const pending = this.pending;
+      // the triplets each request created, by batch index: taken back if its group conflicts
+      const createdBy: string[][] = [];
       for (let i = 0; i < batch.length; i++) {
         const p = batch[i];
         seen.clear();
         const listed = p.req.family === 0 ? undefined : this.whitelist.matchNormalised(p.req.ip, p.req.family);
-        const out = decide(p.req, listed !== undefined, view, this.now, this.settings);
+        const out = decide(p.req, listed !== undefined, view, this.now, this.settings, g);
         if ('malformed' in out) {
           results[i] = { kind: 'malformed', error: out.malformed };
           continue;
         }
         const changes: Array<[string, number]> = [];
-        if (out.knownGood !== undefined && seen.get(ipKey(p.req.ip)) !== out.knownGood) changes.push([ipKey(p.req.ip), out.knownGood]);
-        for (const [key, t] of out.triplets) changes.push([tripletDbKey(key), t]);
+        if (out.knownGood !== undefined && seen.get(ipKey(out.client)) !== out.knownGood) changes.push([ipKey(out.client), out.knownGood]);
+        for (const [key, t] of out.triplets) {
+          const dk = tripletDbKey(key);
+          if (pending !== null && read(dk) === undefined) {
+            pending.addKey(key, 1);
+            (createdBy[i] ??= []).push(key);
+            this.created.push(key);
+          }
+          changes.push([dk, t]);
+        }
         for (const [k, t] of changes) this.writes.set(k, t);
         results[i] = { kind: 'decision', decision: out, whitelistEntry: listed };
         if (changes.length > 0) {
@@ -432,15 +487,29 @@ export class Greylist {
         }
       }
       const conflicts = groups.length > 0 ? await this.store.commit(groups) : null;
-      if (conflicts !== null) for (const g of conflicts.keys()) redo[groupOf[g]] = true;
+      if (conflicts !== null) {
+        for (const c of conflicts.keys()) {
+          redo[groupOf[c]] = true;
+          this.uncount(createdBy[groupOf[c]] ?? []);
+        }
+      }
     } catch (e) {
+      this.uncount(this.created);
       this.failBatch(results, e);
     } finally {
       this.writes.clear();
+      this.created.length = 0;
     }
     // a request that met another daemon's change is decided again, first in its source's queue
     for (let i = batch.length - 1; i >= 0; i--) if (redo[i]) this.enqueue(batch[i], true);
     for (let i = 0; i < batch.length; i++) if (!redo[i]) (batch[i].done as Done)(results[i], batch[i].tag);
+  }
+
+  /** Takes back the counts of triplets whose records were not stored after all. */
+  private uncount(keys: readonly string[]): void {
+    const pending = this.pending;
+    if (pending === null) return;
+    for (const key of keys) pending.addKey(key, -1);
   }
 
   private failBatch(results: Result[], e: unknown): void {

@@ -3,10 +3,14 @@
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { AllowList, RateLimitedCounter } from './access.js';
+import type { ExceptionEntry } from '../exceptions.js';
 import type { Greylist, Result } from './queue.js';
+import type { Decision } from '../policy.js';
 import { escapeField, LineWriter, quoted, RateLimitedLines } from '../log.js';
 import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
+import type { Metrics } from '../metrics.js';
 import { decodeRequest, encodeReply, replyText, type Request, Verdict } from '../protocol.js';
 
 /** Recipients shown in one log line; the rest are counted. */
@@ -38,6 +42,8 @@ export interface ServerOptions {
   /** at close, how long requests still waiting for a batch may wait before they are answered
    *  "not decided" (reason=shutdown); default SHUTDOWN_GRACE_MS */
   shutdownGraceMs?: number;
+  /** --metrics: told of every reply */
+  metrics?: Pick<Metrics, 'reply'>;
 }
 
 /** One bound socket. A reply is sent through the socket its request came in on, so that it
@@ -60,6 +66,8 @@ interface Submitted {
   rinfo: Peer;
   msg: Buffer;
   req: Request;
+  /** when it was read (performance.now()), with --metrics; else 0 */
+  t0: number;
 }
 
 /** A socket that could not be bound, with the error's code (EADDRINUSE, EACCES, ...). */
@@ -118,6 +126,11 @@ export class Server {
     this.refused = new RateLimitedCounter((l) => opts.log.line(l), 'refused');
     this.overload = new RateLimitedCounter((l) => opts.log.line(l), 'overload');
     this.malformedLog = new RateLimitedLines((l) => opts.log.line(l), 'malformed');
+  }
+
+  /** Requests read and not yet answered. */
+  get pending(): number {
+    return this.inFlight;
   }
 
   /** Start deciding, beginning with what arrived since listen(). */
@@ -256,12 +269,14 @@ export class Server {
     const req = decoded.request;
     this.inFlight++;
     this.inFlightBytes += msg.length;
-    greylist.submit(req, this.onResult, rinfo.address, { client, rinfo, msg, req });
+    // the reply's latency is measured only when metrics are on
+    const t0 = this.opts.metrics === undefined ? 0 : performance.now();
+    greylist.submit(req, this.onResult, rinfo.address, { client, rinfo, msg, req, t0 });
   }
 
   /** one callback for every decided request: no closure per request on the hot path */
   private readonly onResult = (result: Result, p: Submitted): void => {
-    this.answer(p.client, p.rinfo, p.msg, p.req, result);
+    this.answer(p.client, p.rinfo, p.msg, p.req, result, p.t0);
     this.inFlightBytes -= p.msg.length;
     if (--this.inFlight === 0) {
       const d = this.drained;
@@ -298,7 +313,7 @@ export class Server {
     }
   };
 
-  private answer(client: string, rinfo: Peer, msg: Buffer, req: Request, result: Result): void {
+  private answer(client: string, rinfo: Peer, msg: Buffer, req: Request, result: Result, t0: number): void {
     if (result.kind === 'malformed') {
       this.malformed(client, msg, result.error, req.ip);
       return;
@@ -314,9 +329,16 @@ export class Server {
       const more = rc.length > LOG_RECIPIENTS ? `,+${rc.length - LOG_RECIPIENTS}` : '';
       line += ` from=<${escapeField(req.tail.sender)}> to=${shown}${more}`;
     }
-    line += ` reply=${replyText(verdict)} reason=${result.kind === 'decision' ? verdict : result.reason}`;
-    if (result.kind === 'decision' && result.whitelistEntry) {
-      line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
+    const reason = result.kind === 'decision' ? verdict : result.reason;
+    line += ` reply=${replyText(verdict)} reason=${reason}`;
+    if (result.kind === 'decision') {
+      const d = result.decision;
+      if (result.whitelistEntry) line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
+      // the keys the decision used, when the grouping options made them differ from the request
+      if (d.client !== req.ip) line += ` net=${escapeField(d.client)}`;
+      if (d.keySender !== undefined) line += ` key-from=<${escapeField(d.keySender)}>`;
+      const ex = exceptionOf(d);
+      if (ex !== undefined) line += ` exception=${escapeField(ex.file)}:${ex.line}`;
     }
     if (result.kind === 'undecided') {
       if (result.reason === 'store-error') this.counters.storeErrors++;
@@ -324,6 +346,7 @@ export class Server {
       if (result.error !== undefined) line += ` error=${quoted(result.error)}`;
     }
     this.opts.log.line(line);
+    this.opts.metrics?.reply(replyText(verdict), reason, (performance.now() - t0) / 1000, result.kind === 'decision' ? result : undefined);
     if (this.opts.debug && result.kind === 'decision') {
       for (const d of result.decision.detail) {
         this.opts.log.line(`debug client=${client} triplet=<${escapeField(d.key)}> outcome=${d.outcome} age=${d.age ?? '-'}`);
@@ -368,6 +391,12 @@ export class Server {
       }),
     );
   }
+}
+
+/** The exceptions entry of the first recipient that matched one, if any. */
+function exceptionOf(d: Decision): ExceptionEntry | undefined {
+  for (const t of d.detail) if (t.exception !== undefined) return t.exception;
+  return undefined;
 }
 
 function clientText(rinfo: dgram.RemoteInfo): string {

@@ -87,11 +87,14 @@ export class Sweeper {
         if (groups.length > 0) {
           await q.onSweepChunk?.(ops);
           const conflicts = await q.afterNextBatch(() => store.commit(groups));
+          const applied: Change[] = [];
           for (let i = 0; i < groups.length; i++) {
             if (conflicts?.has(i)) continue;
+            applied.push(ops[i]);
             if (ops[i][1] === null) report.deleted++;
             else report.normalised++;
           }
+          q.noteDeleted(applied);
         }
         // paced while requests come: the sweep competes with them for the CPU and the store
         if (q.requestBatches > 0) {
