@@ -85,12 +85,15 @@ describe('--max-pending in the queue', () => {
 
   it('a batch whose write fails takes its counts back', () =>
     setup(async (g, store) => {
-      const write = store.write.bind(store);
-      store.write = () => Promise.reject(new Error('disk full'));
+      // the local store commits synchronously (the write-ahead log): fail that
+      const commitSync = store.commitSync.bind(store);
+      store.commitSync = () => {
+        throw new Error('disk full');
+      };
       const r = await g.decideAsync(req('10.0.0.1', 'a@x', ['r@y', 's@y']));
       assert.equal(r.kind, 'undecided');
       assert.equal(g.pending!.get('10.0.0.0/24'), 0);
-      store.write = write;
+      store.commitSync = commitSync;
       assert.equal(await ask(g, '10.0.0.1', 'a@x', ['r@y']), '00:01');
       assert.equal(g.pending!.get('10.0.0.0/24'), 1);
     }));
