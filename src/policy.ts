@@ -156,3 +156,10 @@ export function asciiLower(s: string): string {
 export function settingsFrom(days: number, hours: number, minutes: number): Settings {
   return { timeout: days * 86400, greyWindow: hours * 3600, minResend: minutes * 60 };
 }
+
+/** When a record becomes dead (PROTOCOL.md, Expiry), in Unix seconds, for a store whose
+ *  records expire by themselves: the same rule as isDeadIp / isDeadTriplet, for a time not
+ *  ahead of now. `ip` says which kind of record it is. */
+export function expiresAt(ip: boolean, time: number, s: Settings): number {
+  return time + (ip ? s.timeout : s.greyWindow);
+}

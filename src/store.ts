@@ -19,34 +19,14 @@
 import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Level } from 'level';
-import msgpack from 'msgpack-lite';
+import { StoreError } from './store/errors.js';
+import type { StoredRecord, StoreHealth } from './store/types.js';
+import { decodeMeta, decodeTime, encodeMeta, encodeTime, FORMAT_KEY, FORMAT_VERSION } from './store/keys.js';
 import { RecentCache } from './cache.js';
 import { PID_FILE, StoreLock } from './store-lock.js';
 
-export const FORMAT_VERSION = 1;
-export const FORMAT_KEY = '!format';
-export const IP_PREFIX = 'I ';
-export const TRIPLET_PREFIX = 'G ';
-
-export type StoreErrorCode =
-  | 'QGREYD_STORE_NOT_DIR'
-  | 'QGREYD_STORE_LOCKED'
-  | 'QGREYD_STORE_ACCESS'
-  | 'QGREYD_STORE_CORRUPT'
-  | 'QGREYD_STORE_FORMAT'
-  | 'QGREYD_STORE_IO';
-
-export class StoreError extends Error {
-  constructor(
-    readonly code: StoreErrorCode,
-    message: string,
-    readonly temporary = false,
-    /** for QGREYD_STORE_LOCKED: who holds the store, when known ("qgreyd pid 123") */
-    readonly holder?: string,
-  ) {
-    super(message);
-  }
-}
+export { FORMAT_KEY, FORMAT_VERSION, IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDbKey } from './store/keys.js';
+export { StoreError, type StoreErrorCode } from './store/errors.js';
 
 export interface StoreOptions {
   /** how many records the cache holds (default 100000) */
@@ -59,9 +39,7 @@ export interface StoreOptions {
   program?: string;
 }
 
-export type StoreHealth =
-  | { state: 'failed'; error: string; retryInMs: number }
-  | { state: 'recovered'; afterMs: number };
+export type { StoreHealth } from './store/types.js';
 
 /** Backoff between reopen attempts after a run-time failure: first, and at most. */
 export const REOPEN_FIRST_MS = 250;
@@ -74,10 +52,7 @@ interface Failure {
   nextAttempt: number;
 }
 
-export interface StoredRecord {
-  key: string;
-  time: number;
-}
+export type { StoredRecord } from './store/types.js';
 
 type Db = Level<string, Buffer>;
 
@@ -459,33 +434,13 @@ async function checkFormat(db: Db, dir: string): Promise<void> {
     if (any !== undefined) {
       throw new StoreError('QGREYD_STORE_FORMAT', `state directory ${dir} holds a LevelDB database that qgreyd did not write (no ${FORMAT_KEY} record); give qgreyd a directory of its own`);
     }
-    await db.put(FORMAT_KEY, msgpack.encode({ format: FORMAT_VERSION, created: Math.floor(Date.now() / 1000) }), { sync: true });
+    await db.put(FORMAT_KEY, encodeMeta({ format: FORMAT_VERSION, created: Math.floor(Date.now() / 1000) }), { sync: true });
     return;
   }
-  const meta = msgpack.decode(raw) as { format?: unknown };
+  const meta = decodeMeta(raw);
   if (meta.format !== FORMAT_VERSION) {
     throw new StoreError('QGREYD_STORE_FORMAT', `state directory ${dir} has store format ${String(meta.format)}, this qgreyd reads format ${FORMAT_VERSION}; run the qgreyd release that wrote it, or migrate it`);
   }
-}
-
-export function ipKey(ip: string): string {
-  return IP_PREFIX + ip;
-}
-export function tripletDbKey(triplet: string): string {
-  return TRIPLET_PREFIX + triplet;
-}
-
-function encodeTime(t: number): Buffer {
-  return msgpack.encode(t);
-}
-
-function decodeTime(b: Buffer): number {
-  // what msgpack-lite writes for a Unix time up to 2106 (uint32); anything else takes the
-  // general decoder
-  if (b.length === 5 && b[0] === 0xce) return b.readUInt32BE(1);
-  const v: unknown = msgpack.decode(b);
-  if (typeof v !== 'number') throw new StoreError('QGREYD_STORE_CORRUPT', `a stored record is not a time (${typeof v})`);
-  return v;
 }
 
 /** Creates a missing state directory (0700); refuses anything but a directory. */
