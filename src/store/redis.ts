@@ -1,0 +1,451 @@
+// The shared backend: the greylist in Redis (one server, or a Redis Cluster), so that every MX
+// server's qgreyd decides against the same records.
+//
+// Atomicity: a decision is made in this process from the values it read, and committed by a
+// Lua script that applies the request's changes only if every value the decision read still
+// holds (a compare-and-set run inside Redis, so nothing can come between the check and the
+// write). When another daemon got there first, the script changes nothing and returns the
+// current values, and the decision queue decides that request again from them: across all
+// daemons the decisions behave as if made one after another. All keys of one request carry
+// the client IP as hash tag (redis-keys.ts), so the script's keys lie in one Cluster slot.
+//
+// Expiry: every write sets the record's TTL from its time (the policy's expiresAt rule, as a
+// time-to-live from now, so a clock difference between MX servers and Redis does not matter);
+// there is no sweep.
+//
+// Outages: commands are never queued while Redis is unreachable (they fail at once), each
+// command has a timeout, and the client reconnects by itself with backoff. The daemon answers
+// "not decided" meanwhile, and the health callback tells the log once per failure and once on
+// recovery.
+import { createHash } from 'node:crypto';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { StoreError } from './errors.js';
+import { IP_PREFIX, TRIPLET_PREFIX } from './keys.js';
+import { parseRedisKey, redisIpKey, redisTripletKey, REDIS_FORMAT, REDIS_FORMAT_KEY, REDIS_MATCH, REDIS_PREFIX } from './redis-keys.js';
+import { describeTarget, type RedisTarget } from './redis-url.js';
+import type { CommitGroup, CommitResult, ExpiryRule, GreylistStore, OpenOptions, ScanOptions, StoreCapabilities, StoreHealth, StoredRecord, Value } from './types.js';
+
+const CAPABILITIES: StoreCapabilities = {
+  syncLookup: false,
+  syncCommit: false,
+  ttlExpiry: true,
+  shared: true,
+  compact: false,
+  indexExpiry: false,
+};
+
+/** How long one command may take before it counts as failed. Two round trips (read, commit)
+ *  plus a retry after a conflict stay well inside qmail-smtpd's 3 s wait. */
+export const COMMAND_TIMEOUT_MS = 600;
+/** Connecting (or reconnecting) may take this long before the attempt counts as failed. */
+export const CONNECT_TIMEOUT_MS = 1000;
+/** Reconnect backoff: first, and at most. */
+export const RECONNECT_FIRST_MS = 100;
+export const RECONNECT_MAX_MS = 5000;
+
+// KEYS: the group's keys. ARGV[1]: how many of them are expectations (the first ones).
+// Then per key i: expected value ('' = absent; only for the first n), new value ('' = leave,
+// '-' = delete), TTL in ms ('' = none). Returns 1, or on a conflict the current values of the
+// expected keys (false = absent) after a 0.
+const COMMIT_SCRIPT = `
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local cur = redis.call('GET', KEYS[i])
+  if (cur or '') ~= ARGV[3 * i - 1] then
+    local now = {0}
+    for j = 1, n do now[j + 1] = redis.call('GET', KEYS[j]) end
+    return now
+  end
+end
+for i = 1, #KEYS do
+  local v = ARGV[3 * i]
+  if v == '-' then
+    redis.call('DEL', KEYS[i])
+  elseif v ~= '' then
+    local ttl = ARGV[3 * i + 1]
+    if ttl == '' then redis.call('SET', KEYS[i], v) else redis.call('SET', KEYS[i], v, 'PX', ttl) end
+  end
+end
+return 1
+`;
+
+const COMMIT_SHA = createHash('sha1').update(COMMIT_SCRIPT).digest('hex');
+
+type Client = Redis | Cluster;
+
+export interface RedisOpenOptions extends OpenOptions {
+  /** the clock TTLs count from, in Unix seconds (the daemon's clock; tests inject one) */
+  clock?: () => number;
+  /** override the timeouts (tests of outages use short ones) */
+  commandTimeoutMs?: number;
+}
+
+/** The Redis key of a record key ("I <ip>", "G <triplet>"). */
+export function redisKeyOf(key: string): string {
+  if (key.startsWith(IP_PREFIX)) return redisIpKey(key.slice(IP_PREFIX.length));
+  if (key.startsWith(TRIPLET_PREFIX)) return redisTripletKey(key.slice(TRIPLET_PREFIX.length));
+  throw new StoreError('QGREYD_STORE_FORMAT', `not a record key: ${JSON.stringify(key.slice(0, 40))}`);
+}
+
+/** The record key of a Redis key, or null for a key that is not a record. */
+export function recordKeyOf(redisKey: string): string | null {
+  const p = parseRedisKey(redisKey);
+  if (p === null) return null;
+  return p.kind === 'ip' ? IP_PREFIX + p.ip : TRIPLET_PREFIX + p.triplet;
+}
+
+/** The hash tag a record key's Redis key carries: keys with the same one share a slot. */
+function slotGroup(key: string): string {
+  const sp = key.indexOf(' ', 2);
+  return (sp < 0 ? key.slice(2) : key.slice(2, sp)).toLowerCase();
+}
+
+function parseValue(v: string | null): Value {
+  if (v === null) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new StoreError('QGREYD_STORE_CORRUPT', `a Redis record holds ${JSON.stringify(v.slice(0, 20))}, not a time`);
+  return n;
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export class RedisStore implements GreylistStore {
+  readonly capabilities = CAPABILITIES;
+  readonly location: string;
+  readonly memoryRecords = 0;
+  private closed = false;
+  private failedSince: number | null = null;
+  private readonly clock: () => number;
+  private readonly expiresAt: ExpiryRule | undefined;
+
+  private constructor(
+    private readonly client: Client,
+    readonly target: RedisTarget,
+    private readonly opts: RedisOpenOptions,
+  ) {
+    this.location = describeTarget(target);
+    this.clock = opts.clock ?? (() => Date.now() / 1000);
+    this.expiresAt = opts.expiresAt;
+  }
+
+  /** Connects and checks the store's format. A Redis that cannot be reached at start is an
+   *  error (temporary: exit 111, supervise retries); once running, outages are survived. */
+  static async open(target: RedisTarget, opts: RedisOpenOptions = {}): Promise<RedisStore> {
+    const commandTimeout = opts.commandTimeoutMs ?? COMMAND_TIMEOUT_MS;
+    const common: RedisOptions = {
+      username: target.username,
+      password: target.password,
+      tls: target.tls ? {} : undefined,
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      commandTimeout,
+      // a command for a Redis that is down fails at once rather than waiting in a queue:
+      // the request it serves gets its "not decided" answer now, not after the client gave up
+      maxRetriesPerRequest: 0,
+      lazyConnect: true,
+      // the requests of one event-loop turn go out in one write per server
+      enableAutoPipelining: true,
+    };
+    const retry = (times: number): number => Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** Math.min(times - 1, 10));
+    let client: Client;
+    if (target.cluster) {
+      const copts: ClusterOptions = {
+        enableOfflineQueue: false,
+        enableAutoPipelining: true,
+        clusterRetryStrategy: retry,
+        scaleReads: 'master',
+        lazyConnect: true,
+        slotsRefreshTimeout: CONNECT_TIMEOUT_MS,
+        redisOptions: { ...common, enableAutoPipelining: undefined, lazyConnect: undefined },
+      };
+      client = new Cluster(
+        target.nodes.map((n) => ({ host: n.host, port: n.port })),
+        copts,
+      );
+    } else {
+      client = new Redis({ ...common, host: target.nodes[0].host, port: target.nodes[0].port, db: target.db, enableOfflineQueue: false, retryStrategy: retry });
+    }
+    const store = new RedisStore(client, target, opts);
+    // errors come back from the commands; without a listener ioredis would print each one
+    client.on('error', () => undefined);
+    client.on('ready', () => store.recovered());
+    try {
+      await client.connect();
+      if (client instanceof Cluster) await store.waitReady();
+      await store.checkFormat();
+    } catch (e) {
+      client.disconnect();
+      if (e instanceof StoreError) throw e;
+      throw new StoreError('QGREYD_STORE_IO', `Redis at ${describeTarget(target)}: ${message(e)}; start it, or check --store`, true);
+    }
+    return store;
+  }
+
+  get healthy(): boolean {
+    return this.failedSince === null;
+  }
+
+  private async waitReady(): Promise<void> {
+    // a Cluster is "ready" once it loaded the slot map; give it the connect timeout
+    const c = this.client as Cluster;
+    if (c.status === 'ready') return;
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('the Cluster did not become ready')), CONNECT_TIMEOUT_MS * 3);
+      c.once('ready', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  private async checkFormat(): Promise<void> {
+    await this.client.set(REDIS_FORMAT_KEY, String(REDIS_FORMAT), 'NX');
+    const v = await this.client.get(REDIS_FORMAT_KEY);
+    if (v !== String(REDIS_FORMAT)) {
+      throw new StoreError('QGREYD_STORE_FORMAT', `Redis at ${this.location} holds qgreyd records of format ${JSON.stringify(v)} (key ${REDIS_FORMAT_KEY}); this qgreyd reads format ${REDIS_FORMAT}: run the qgreyd that wrote them, or give another database`);
+    }
+  }
+
+  /** A failed command: reported once per outage, then only the recovery. */
+  private failed(e: unknown): StoreError {
+    if (e instanceof StoreError) return e;
+    const error = `Redis at ${this.location}: ${message(e)}`;
+    if (this.failedSince === null && !this.closed) {
+      this.failedSince = Date.now();
+      this.opts.onHealth?.({ state: 'failed', error, retryInMs: RECONNECT_FIRST_MS } satisfies StoreHealth);
+    }
+    return new StoreError('QGREYD_STORE_IO', error, true);
+  }
+
+  private recovered(): void {
+    if (this.failedSince === null) return;
+    const afterMs = Date.now() - this.failedSince;
+    this.failedSince = null;
+    this.opts.onHealth?.({ state: 'recovered', afterMs });
+  }
+
+  /** A command that went through: the store works (a Cluster may be "ready" while a node is
+   *  gone, so success is what counts). */
+  private worked(): void {
+    if (this.failedSince !== null) this.recovered();
+  }
+
+  private check(): void {
+    if (this.closed) throw new StoreError('QGREYD_STORE_IO', `the store at ${this.location} is closed`);
+  }
+
+  async lookup(keys: readonly string[]): Promise<Value[]> {
+    this.check();
+    if (keys.length === 0) return [];
+    let raw: Array<string | null>;
+    try {
+      raw = await this.getMany(keys.map(redisKeyOf));
+    } catch (e) {
+      throw this.failed(e);
+    }
+    this.worked();
+    return raw.map(parseValue);
+  }
+
+  /** GET of many keys: one MGET per slot group would need grouping; GETs pipeline into one
+   *  write per server anyway. */
+  private getMany(rkeys: string[]): Promise<Array<string | null>> {
+    return Promise.all(rkeys.map((k) => this.client.get(k)));
+  }
+
+  async commit(groups: readonly CommitGroup[]): Promise<CommitResult> {
+    this.check();
+    const calls: Array<Promise<unknown>> = [];
+    const owner: number[] = [];
+    for (let g = 0; g < groups.length; g++) {
+      for (const part of this.split(groups[g])) {
+        calls.push(this.runGroup(part));
+        owner.push(g);
+      }
+    }
+    let results: unknown[];
+    try {
+      results = await Promise.all(calls);
+    } catch (e) {
+      throw this.failed(e);
+    }
+    this.worked();
+    let conflicts: CommitResult = null;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i];
+      if (r === 1) continue;
+      if (!Array.isArray(r)) throw this.failed(new Error(`the commit script answered ${JSON.stringify(r)}`));
+      (conflicts ??= new Map()).set(
+        owner[i],
+        (r.slice(1) as Array<string | null>).map(parseValue),
+      );
+    }
+    return conflicts;
+  }
+
+  /** A group whose keys span several client IPs is applied per IP when it has no
+   *  expectations (an import, a bulk write): atomicity across IPs is then not needed, and a
+   *  Cluster could not give it. A conditional group must stay within one IP. */
+  private split(group: CommitGroup): CommitGroup[] {
+    const first = group.expect.length > 0 ? group.expect[0][0] : group.changes.length > 0 ? group.changes[0][0] : null;
+    if (first === null) return [];
+    const tag = slotGroup(first);
+    let one = true;
+    for (const [k] of group.expect) if (slotGroup(k) !== tag) one = false;
+    for (const [k] of group.changes) if (slotGroup(k) !== tag) one = false;
+    if (one) return [group];
+    if (group.expect.length > 0 && this.target.cluster) {
+      throw new StoreError('QGREYD_STORE_IO', 'a conditional change spans several client IPs, which a Redis Cluster cannot apply atomically');
+    }
+    if (group.expect.length > 0) return [group];
+    const byTag = new Map<string, Array<readonly [string, number | null]>>();
+    for (const c of group.changes) {
+      const t = slotGroup(c[0]);
+      let list = byTag.get(t);
+      if (list === undefined) byTag.set(t, (list = []));
+      list.push(c);
+    }
+    return [...byTag.values()].map((changes) => ({ expect: [], changes }));
+  }
+
+  private runGroup(group: CommitGroup): Promise<unknown> {
+    const n = group.expect.length;
+    // a key both expected and changed is passed once: its expectation and its change together
+    const index = new Map<string, number>();
+    const keys: string[] = [];
+    const args: string[] = [String(n)];
+    for (const [k, v] of group.expect) {
+      index.set(k, keys.length);
+      keys.push(redisKeyOf(k));
+      args.push(v === undefined ? '' : String(v), '', '');
+    }
+    if (index.size !== n) {
+      // the same key expected twice: the values must agree, and one check does
+      return Promise.reject(new StoreError('QGREYD_STORE_IO', 'a commit group expects one key twice'));
+    }
+    for (const [k, t] of group.changes) {
+      let i = index.get(k);
+      if (i === undefined) {
+        i = keys.length;
+        index.set(k, i);
+        keys.push(redisKeyOf(k));
+        args.push('', '', '');
+      }
+      if (t === null) {
+        args[3 * i + 2] = '-';
+        args[3 * i + 3] = '';
+      } else {
+        const ttl = this.ttlMs(k, t);
+        if (ttl !== null && ttl <= 0) {
+          // already dead: storing it would only make a record no decision may use
+          args[3 * i + 2] = '-';
+          args[3 * i + 3] = '';
+        } else {
+          args[3 * i + 2] = String(t);
+          args[3 * i + 3] = ttl === null ? '' : String(ttl);
+        }
+      }
+    }
+    return this.evalCommit(keys, args);
+  }
+
+  /** EVALSHA, and EVAL when the server does not have the script yet (a new or restarted
+   *  server, a Cluster node): EVAL caches it there for the next time. (ioredis's
+   *  defineCommand would do this too, but its Cluster auto-pipelining then routes by the
+   *  key count instead of the first key.) */
+  private async evalCommit(keys: string[], args: string[]): Promise<unknown> {
+    try {
+      return await this.client.evalsha(COMMIT_SHA, keys.length, ...keys, ...args);
+    } catch (e) {
+      if (!message(e).startsWith('NOSCRIPT')) throw e;
+      return await this.client.eval(COMMIT_SCRIPT, keys.length, ...keys, ...args);
+    }
+  }
+
+  /** Milliseconds from now until the record is dead, or null without an expiry rule. */
+  private ttlMs(key: string, time: number): number | null {
+    if (this.expiresAt === undefined) return null;
+    return Math.ceil((this.expiresAt(key, time) - this.clock()) * 1000);
+  }
+
+  async *scan(prefix: string, opts: ScanOptions = {}): AsyncGenerator<StoredRecord[]> {
+    this.check();
+    const match = matchFor(prefix);
+    if (match === null) return;
+    const keys: Array<[record: string, redis: string]> = [];
+    try {
+      const nodes = this.client instanceof Cluster ? this.client.nodes('master') : [this.client];
+      for (const node of nodes) {
+        let cursor = '0';
+        do {
+          const [next, found] = await node.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+          cursor = next;
+          for (const rk of found) {
+            const k = recordKeyOf(rk);
+            if (k !== null && k.startsWith(prefix) && (opts.after === undefined || k > opts.after)) keys.push([k, rk]);
+          }
+        } while (cursor !== '0');
+      }
+    } catch (e) {
+      throw this.failed(e);
+    }
+    keys.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    const chunk = Math.max(1, opts.chunk ?? 1000);
+    for (let i = 0; i < keys.length; i += chunk) {
+      const part = keys.slice(i, i + chunk);
+      let raw: Array<string | null>;
+      try {
+        raw = await this.getMany(part.map((p) => p[1]));
+      } catch (e) {
+        throw this.failed(e);
+      }
+      const out: StoredRecord[] = [];
+      for (let j = 0; j < part.length; j++) {
+        // expired or deleted since the SCAN saw it
+        if (raw[j] === null) continue;
+        let time: Value;
+        try {
+          time = parseValue(raw[j]);
+        } catch (e) {
+          if (opts.onCorrupt === undefined) throw e;
+          opts.onCorrupt(`${part[j][1]}: ${message(e)}`);
+          continue;
+        }
+        if (time !== undefined) out.push({ key: part[j][0], time });
+      }
+      if (out.length > 0) yield out;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.client.quit();
+    } catch {
+      this.client.disconnect();
+    }
+  }
+}
+
+/** The SCAN pattern that covers every Redis key of records starting with `prefix` (the
+ *  caller still filters by prefix), or null when no record can start so. */
+function matchFor(prefix: string): string | null {
+  const kind = prefix.slice(0, 2);
+  if (prefix.length < 2) return REDIS_MATCH;
+  if (kind !== IP_PREFIX && kind !== TRIPLET_PREFIX) return null;
+  const base = `${REDIS_PREFIX}${kind[0]}:`;
+  const rest = prefix.slice(2);
+  // a whole client IP (what forget and dump --ip ask for): only that IP's keys
+  const sp = rest.indexOf(' ');
+  if (kind === TRIPLET_PREFIX && sp > 0) {
+    const rk = redisTripletKey(rest.slice(0, sp) + ' ');
+    return globEscape(rk.slice(0, rk.length - 1)) + ' *';
+  }
+  return base + '*';
+}
+
+function globEscape(s: string): string {
+  return s.replace(/[*?[\]\\]/g, (c) => '\\' + c);
+}
