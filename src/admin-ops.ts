@@ -8,11 +8,19 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeadIp, isDeadTriplet, isFuture, normaliseSender, stripSpaces, tripletKey, asciiLower, type Settings } from './policy.js';
 import { normaliseIp } from './protocol.js';
-import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
+import { IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDbKey } from './store.js';
+
+/** What the operations read the store through: the local store, or a shared one's adapter. */
+export interface OpsStore {
+  get(keys: readonly string[]): Promise<Array<number | undefined>>;
+  scan(prefix: string, opts?: { after?: string; chunk?: number; onCorrupt?: (message: string) => void }): AsyncGenerator<Array<{ key: string; time: number }>>;
+  /** the state directory (stats reports its size) */
+  dir: string;
+}
 
 export interface OpsContext {
   /** for reads; changes go through write() */
-  store: Store;
+  store: OpsStore;
   settings: Settings;
   clock: () => number;
   exclusive<T>(fn: () => Promise<T>): Promise<T>;

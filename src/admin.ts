@@ -18,7 +18,6 @@ import { join, relative } from 'node:path';
 import { allow, dump, saveFileIp, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
 import type { Greylist } from './greylist.js';
 import { escapeField, quoted, type LineWriter } from './log.js';
-import type { Store } from './store.js';
 
 export const ADMIN_SOCKET = 'admin.sock';
 export const ADMIN_PROTOCOL_VERSION = 1;
@@ -100,8 +99,9 @@ export class AdminServer {
   private readonly ctx: OpsContext;
 
   constructor(
-    private readonly greylist: Greylist,
-    private readonly store: Store,
+    private readonly greylist: Pick<Greylist, 'opsContext' | 'settings' | 'clock'>,
+    /** only its directory: the socket lives there (a shared store's state directory too) */
+    store: { readonly dir: string },
     private readonly log: LineWriter,
     private readonly version = '',
   ) {

@@ -93,7 +93,7 @@ export class Server {
   readonly overload: RateLimitedCounter;
   readonly malformedLog: RateLimitedLines;
   private readonly allow: AllowList;
-  private greylist: Greylist | null = null;
+  private greylist: Pick<Greylist, 'submit' | 'abandonWaiting'> | null = null;
   /** datagrams that arrived between binding and attach(): start-up opens the store only
    *  after binding and dropping privileges */
   private early: Array<[Buffer, Peer]> = [];
@@ -113,7 +113,7 @@ export class Server {
   }
 
   /** Start deciding, beginning with what arrived since listen(). */
-  attach(greylist: Greylist): void {
+  attach(greylist: Pick<Greylist, 'submit' | 'abandonWaiting'>): void {
     this.greylist = greylist;
     const early = this.early;
     this.early = [];

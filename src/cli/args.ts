@@ -2,6 +2,7 @@
 import { isIP } from 'node:net';
 import minimist from 'minimist';
 import type { ListenSpec } from '../listen.js';
+import { parseStoreUrl, StoreUrlError, type RedisTarget } from '../store/redis-url.js';
 import { parseRange } from '../whitelist.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
@@ -27,6 +28,8 @@ export interface Options {
   cacheSize: number;
   /** --fail-closed: a request that cannot be decided is deferred (00 04), not accepted (01 05) */
   failClosed: boolean;
+  /** --store (or QGREYD_STORE): the shared Redis store; null: the LevelDB store in stateDir */
+  store: RedisTarget | null;
   /** every listen address, in the order given */
   listen: ListenSpec[];
   /** the first listen address */
@@ -46,7 +49,7 @@ export type Parsed =
 export class UsageError extends Error {}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
-              [--sync] [--allow CIDR]... [--cache-size N] [--fail-closed]
+              [--sync] [--allow CIDR]... [--cache-size N] [--fail-closed] [--store URL]
               [ipaddr[:port] [statedir]]
        qgreyd --repair [statedir]
 
@@ -55,7 +58,8 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
                  separated by commas: 127.0.0.1,192.0.2.25. 0.0.0.0 means every IPv4
                  address of this host, :: every IPv4 and IPv6 address (re-read on SIGHUP)
   statedir       LevelDB state directory, created if missing (default ${DEFAULT_STATE}); a
-                 greydaemon save file here is imported once into statedir.qgreyd
+                 greydaemon save file here is imported once into statedir.qgreyd.
+                 With --store it holds only the admin socket and the pid file
 
   -t, --timeout DAYS          a known-good IP stays known this long after its last use (7)
   -g, --grey-window HOURS     latest acceptable retry after first sight (12)
@@ -72,6 +76,11 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
       --cache-size N          records kept in the memory cache (${DEFAULT_CACHE_SIZE})
       --fail-closed           when a request cannot be decided (store unavailable,
                               overload, shutdown) answer defer (00 04), not accept (01 05)
+      --store URL             keep the records in Redis, shared by several qgreyd:
+                              redis://[user:password@]host:port[/db], rediss://... (TLS),
+                              redis-cluster://host:port[,host:port...]. Default: the
+                              QGREYD_STORE environment variable (keeps a password out of
+                              ps), else LevelDB in statedir
       --repair                rebuild a corrupt store with LevelDB's repair, then exit
       --help, --version
 Values may be fractional: -m 0.05 is three seconds.`;
@@ -83,10 +92,10 @@ const NUMERIC: Array<[flag: string, name: string, unit: string, min: number, all
   ['m', 'min-resend', 'minutes', 0, true],
 ];
 
-export function parseArgs(argv: string[]): Parsed {
+export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): Parsed {
   const unknown: string[] = [];
   const a = minimist(argv, {
-    string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size'],
+    string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size', 'store'],
     boolean: ['d', 'help', 'version', 'sync', 'repair', 'fail-closed'],
     alias: { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' },
     unknown: (arg) => {
@@ -138,6 +147,17 @@ export function parseArgs(argv: string[]): Parsed {
     cacheSize = Number(rawCache.trim());
   }
 
+  const storeText = last(a.store) ?? env.QGREYD_STORE ?? '';
+  let store: RedisTarget | null = null;
+  if (storeText !== '') {
+    try {
+      store = parseStoreUrl(storeText);
+    } catch (e) {
+      if (e instanceof StoreUrlError) throw new UsageError(e.message);
+      throw e;
+    }
+  }
+
   const pos = a._.map(String);
   if (pos.length > 2) throw new UsageError(`too many arguments (${pos.slice(2).join(' ')}); expected [ipaddr[:port] [statedir]]`);
   const listen = parseListenList(pos[0] ?? '');
@@ -158,6 +178,7 @@ export function parseArgs(argv: string[]): Parsed {
       sync: Boolean(a.sync),
       allow,
       cacheSize,
+      store,
       listen,
       failClosed: Boolean(a['fail-closed']),
       host,

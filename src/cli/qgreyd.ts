@@ -9,11 +9,16 @@ import { AdminServer } from '../admin.js';
 import { ClockWatch } from '../clock.js';
 import { Greylist, unixNow } from '../greylist.js';
 import { LineWriter, quoted } from '../log.js';
-import { settingsFrom } from '../policy.js';
+import { expiresAt, settingsFrom } from '../policy.js';
 import { isWildcard } from '../listen.js';
 import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
 import { ListenError, Server } from '../server.js';
 import { Store, StoreError } from '../store.js';
+import { SharedQueue } from '../daemon/shared-queue.js';
+import { isIpKey } from '../store/keys.js';
+import { RedisStore } from '../store/redis.js';
+import { describeTarget } from '../store/redis-url.js';
+import { StoreLock } from '../store-lock.js';
 import { Whitelist, WhitelistError, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
@@ -115,7 +120,8 @@ async function main(argv: string[]): Promise<void> {
 
   // greydaemon's last argument is its save file: imported once into a store directory beside
   // it, before -u so that the directory can be made for the user wherever the file lies
-  try {
+  // with --store the records are in Redis: the state path is a directory (admin socket, pid file)
+  if (options.store === null) try {
     // the store directory beside a save file is written before secureStateDir() runs: its
     // place must pass the same check first
     checkStatePath(storeDirFor(options.stateDir).dir, account);
@@ -138,8 +144,45 @@ async function main(argv: string[]): Promise<void> {
     throw e;
   }
 
-  let store: Store;
-  try {
+  // A test hook, not a setting: QGREYD_TEST_CLOCK_FILE names a file holding seconds to add to
+  // the wall clock, read at start and on SIGUSR2, so tests can jump the daemon's clock
+  // without touching the machine's.
+  const testClockFile = process.env.QGREYD_TEST_CLOCK_FILE;
+  let testOffsetMs = 0;
+  const readTestClock = () => {
+    if (testClockFile !== undefined) testOffsetMs = Number(readFileSync(testClockFile, 'utf8').trim()) * 1000 || 0;
+  };
+  readTestClock();
+  const wallMs = testClockFile === undefined ? Date.now : () => Date.now() + testOffsetMs;
+
+  let store: Store | RedisStore;
+  let lock: StoreLock | null = null;
+  const stateDir = resolve(options.stateDir);
+  if (options.store !== null) {
+    const where = describeTarget(options.store);
+    try {
+      // one qgreyd per state directory: the admin socket and pid file are its own
+      const r = StoreLock.acquire(stateDir, 'qgreyd');
+      if (!r.ok) fail(`state directory ${stateDir} is in use by ${r.holder !== null ? `${r.holder.program} pid ${r.holder.pid}` : 'a process that is starting'}; give each qgreyd its own`, EXIT_TEMPORARY);
+      lock = r.lock;
+      store = await RedisStore.open(options.store, {
+        expiresAt: (key, time) => expiresAt(isIpKey(key), time, settings),
+        clock: () => wallMs() / 1000,
+        onHealth: (h) =>
+          log.line(
+            h.state === 'failed'
+              ? `error store store=${where} ${quoted(h.error)} answering=${options.failClosed ? 'defer' : 'accept'} retry-in=${h.retryInMs}ms`
+              : `store recovered store=${where} after=${h.afterMs}ms`,
+          ),
+      });
+    } catch (e) {
+      lock?.release();
+      if (e instanceof StoreError || (e instanceof Error && 'code' in e && typeof e.code === 'string' && e.code.startsWith('QGREYD_STORE'))) {
+        fail(e.message, (e as { temporary?: boolean }).temporary === true ? EXIT_TEMPORARY : EXIT_PERMANENT);
+      }
+      throw e;
+    }
+  } else try {
     store = await Store.open(options.stateDir, {
       program: 'qgreyd',
       sync: options.sync,
@@ -158,16 +201,6 @@ async function main(argv: string[]): Promise<void> {
     }
     throw e;
   }
-  // A test hook, not a setting: QGREYD_TEST_CLOCK_FILE names a file holding seconds to add to
-  // the wall clock, read at start and on SIGUSR2, so tests can jump the daemon's clock
-  // without touching the machine's.
-  const testClockFile = process.env.QGREYD_TEST_CLOCK_FILE;
-  let testOffsetMs = 0;
-  const readTestClock = () => {
-    if (testClockFile !== undefined) testOffsetMs = Number(readFileSync(testClockFile, 'utf8').trim()) * 1000 || 0;
-  };
-  readTestClock();
-  const wallMs = testClockFile === undefined ? Date.now : () => Date.now() + testOffsetMs;
   const clock = new ClockWatch(wallMs, () => performance.now(), undefined, settings.timeout * 1000, (j) =>
     log.line(
       j.seconds > 0
@@ -176,16 +209,17 @@ async function main(argv: string[]): Promise<void> {
     ),
   );
   const clockTimer = setInterval(() => clock.check(), CLOCK_CHECK_MS);
-  const gl = new Greylist(store, settings, whitelist, () => Math.floor(wallMs() / 1000));
+  const unixClock = () => Math.floor(wallMs() / 1000);
+  const gl = store instanceof RedisStore ? new SharedQueue(store, settings, whitelist, unixClock, stateDir) : new Greylist(store, settings, whitelist, unixClock);
   gl.expiryClock = () => clock.expiryNow();
   server.attach(gl);
   // before the start line, so that qgreyctl finds the socket as soon as the daemon is up
-  const admin = new AdminServer(gl, store, log, ver);
+  const admin = new AdminServer(gl, { dir: store instanceof RedisStore ? stateDir : store.dir }, log, ver);
   const adminError = await admin.listen().then(() => null, (e: Error) => e.message);
 
   const listen = bound.bound.join(',');
   log.line(
-    `start version=${ver} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
+    `start version=${ver} listen=${listen} state=${store instanceof RedisStore ? stateDir : store.dir}${store instanceof RedisStore ? ` store=${store.location}` : ''} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
       `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist ?? '-'} ` +
       `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'} ` +
       `allow=${allow} cache-size=${options.cacheSize} fail=${options.failClosed ? 'closed' : 'open'}`,
@@ -212,7 +246,8 @@ async function main(argv: string[]): Promise<void> {
   // every sweep meets a corrupt block again until the store is repaired: say so once
   let corruptLogged = false;
   const sweepTimer = setInterval(() => {
-    if (sweepRunning) return;
+    // a shared store's records expire by their TTLs
+    if (sweepRunning || store instanceof RedisStore) return;
     sweepRunning = true;
     gl.sweep().finally(() => (sweepRunning = false)).then(
       (r) => {
@@ -274,6 +309,7 @@ async function main(argv: string[]): Promise<void> {
       await admin.close();
       await gl.stop();
       await store.close();
+      lock?.release();
       const c = server.counters;
       log.line(
         `stopped received=${c.received} replied=${c.replied} malformed=${c.malformed} store-errors=${c.storeErrors} ` +
