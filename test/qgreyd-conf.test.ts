@@ -115,7 +115,10 @@ test('it writes run, log/run, env/, whitelist, data/ and log/main with owners an
     assert.match(r.stdout, /^ +tcprules \/etc\/tcp\.smtp\.cdb \/etc\/tcp\.smtp\.tmp < \/etc\/tcp\.smtp$/m);
 
     const env = (n: string) => readFileSync(join(svc, 'env', n), 'utf8');
-    assert.deepEqual(readdirSync(join(svc, 'env')).sort(), ['ALLOW', 'CACHE_SIZE', 'DEBUG', 'FAIL_CLOSED', 'GREY_HOURS', 'IP', 'MIN_RESEND_MINUTES', 'PORT', 'STATE', 'SWEEP_MINUTES', 'SYNC', 'TIMEOUT_DAYS', 'USER', 'WHITELIST']);
+    assert.deepEqual(readdirSync(join(svc, 'env')).sort(), ['ALLOW', 'CACHE_SIZE', 'DEBUG', 'FAIL_CLOSED', 'GREY_HOURS', 'IP', 'MIN_RESEND_MINUTES', 'PORT', 'STATE', 'STORE', 'SWEEP_MINUTES', 'SYNC', 'TIMEOUT_DAYS', 'USER', 'WHITELIST']);
+    // empty: LevelDB in data/; it may hold a Redis password, so only root reads it
+    assert.equal(env('STORE'), '');
+    assert.equal(statSync(join(svc, 'env', 'STORE')).mode & 0o777, 0o600);
     assert.equal(env('IP'), '127.0.0.2\n');
     assert.equal(env('PORT'), '2525\n');
     assert.equal(env('USER'), IS_ROOT ? 'nobody\n' : '');

@@ -63,7 +63,8 @@ export class RedisNode {
     for (let i = 0; i < 200; i++) {
       if (child.exitCode !== null) throw new Error(`redis-server on port ${this.port} exited at start (see ${this.dir}/redis.log)`);
       const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(this.port), 'ping'], { encoding: 'utf8' });
-      if (r.stdout.trim() === 'PONG') return;
+      // a server with requirepass answers, refusing: it is up
+      if (r.stdout.trim() === 'PONG' || /NOAUTH/.test(r.stdout + r.stderr)) return;
       await Promise.race([sleep(50), exited]);
     }
     throw new Error(`redis-server on port ${this.port} did not answer PING`);
