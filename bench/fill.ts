@@ -8,7 +8,7 @@
 // --dead makes them older than the grey window, so the expiry sweep deletes all of them.
 import { pathToFileURL } from 'node:url';
 import minimist from 'minimist';
-import { ipKey, Store, tripletDbKey } from '../src/store.js';
+import { ipKey, Store, tripletDbKey } from '../src/store/leveldb.js';
 import { tripletKey } from '../src/policy.js';
 import { hotIp, MAX_STORED, tripletFor } from './workload.js';
 

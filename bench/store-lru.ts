@@ -4,7 +4,7 @@
 //   node dist/bench/store-lru.js [N=300000]
 import { Importer, type SaveRecord } from '../src/admin-ops.js';
 import { settingsFrom } from '../src/policy.js';
-import { Store } from '../src/store.js';
+import { Store } from '../src/store/leveldb.js';
 import { removeDir, tempDir } from '../test/helpers.js';
 
 const N = Number(process.argv[2] ?? 300_000);

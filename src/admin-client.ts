@@ -20,9 +20,9 @@ import {
   type Stats,
 } from './admin-ops.js';
 import { adminSocketPath, MAX_SOCKET_PATH, readJsonLines, socketAddress, writeJsonLine } from './admin.js';
-import { unixNow } from './greylist.js';
+import { unixNow } from './daemon/queue.js';
 import type { Settings } from './policy.js';
-import { Store, StoreError } from './store.js';
+import { Store, StoreError } from './store/leveldb.js';
 
 /** An error qgreyctl reports on one line and exits with `exit` (100 permanent, 111 temporary). */
 export class CtlError extends Error {

@@ -2,25 +2,18 @@
 // places: in qgreyctl itself when it holds the store (the daemon is stopped), and in the
 // daemon on qgreyctl's behalf (src/admin.ts). `exclusive` is the seam: the daemon passes
 // Greylist.exclusive, so changes are serialised with decisions and go through the daemon's
-// cache; alone, it simply runs the function. Every change goes through `write`: in the daemon
+// store; alone, it simply runs the function. Every change goes through `write`: in the daemon
 // that is Greylist.write, which a running sweep respects exactly as it respects requests.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeadIp, isDeadTriplet, isFuture, normaliseSender, stripSpaces, tripletKey, asciiLower, type Settings } from './policy.js';
 import { normaliseIp } from './protocol.js';
-import { IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDbKey } from './store.js';
-
-/** What the operations read the store through: the local store, or a shared one's adapter. */
-export interface OpsStore {
-  get(keys: readonly string[]): Promise<Array<number | undefined>>;
-  scan(prefix: string, opts?: { after?: string; chunk?: number; onCorrupt?: (message: string) => void }): AsyncGenerator<Array<{ key: string; time: number }>>;
-  /** the state directory (stats reports its size) */
-  dir: string;
-}
+import { IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDbKey } from './store/keys.js';
+import type { GreylistStore } from './store/types.js';
 
 export interface OpsContext {
   /** for reads; changes go through write() */
-  store: OpsStore;
+  store: GreylistStore;
   settings: Settings;
   clock: () => number;
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
@@ -93,7 +86,7 @@ export async function* dump(ctx: OpsContext, filter: DumpFilter = {}, chunk = 10
   const rcpt = addressMatcher(filter.rcpt, false);
   if (filter.only !== 'triplet' && sender === null && rcpt === null) {
     if (ip !== undefined) {
-      const [t] = await ctx.store.get([ipKey(ip)]);
+      const [t] = await ctx.store.lookup([ipKey(ip)]);
       if (t !== undefined) yield [{ kind: 'ip', ip, time: t }];
     } else {
       for await (const records of ctx.store.scan(IP_PREFIX, { chunk })) {
@@ -158,7 +151,7 @@ export async function stats(ctx: OpsContext): Promise<Stats> {
   };
   const ips = await one(IP_PREFIX, isDeadIp);
   const triplets = await one(TRIPLET_PREFIX, isDeadTriplet);
-  return { now, settings: ctx.settings, ips, triplets, future, diskBytes: await diskUsage(ctx.store.dir) };
+  return { now, settings: ctx.settings, ips, triplets, future, diskBytes: ctx.store.dir === undefined ? 0 : await diskUsage(ctx.store.dir) };
 }
 
 /** Bytes of the regular files in dir (LevelDB keeps its files flat in the directory). */
@@ -212,7 +205,7 @@ export class Importer {
     if (wanted.size === 0) return;
     await this.ctx.exclusive(async () => {
       const keys = [...wanted.keys()];
-      const stored = await this.ctx.store.get(keys);
+      const stored = await this.ctx.store.lookup(keys);
       const ops: Array<[string, number]> = [];
       keys.forEach((key, i) => {
         const r = wanted.get(key)!;
@@ -243,7 +236,7 @@ export async function allow(ctx: OpsContext, ipText: string): Promise<AllowResul
   const ip = canonicalIp(ipText);
   return ctx.exclusive(async () => {
     const key = ipKey(ip);
-    const [previous] = await ctx.store.get([key]);
+    const [previous] = await ctx.store.lookup([key]);
     const time = ctx.clock();
     await ctx.write([[key, time]]);
     return { ip, time, previous: previous ?? null };
@@ -264,7 +257,7 @@ export async function forgetIp(ctx: OpsContext, ipText: string): Promise<ForgetR
   const ip = canonicalIp(ipText);
   let deleted = await ctx.exclusive(async () => {
     const key = ipKey(ip);
-    const [t] = await ctx.store.get([key]);
+    const [t] = await ctx.store.lookup([key]);
     if (t === undefined) return 0;
     await ctx.write([[key, null]]);
     return 1;
@@ -285,7 +278,7 @@ export async function forgetTriplet(ctx: OpsContext, ipText: string, sender: str
   const rec = recordFromKey(key, 0);
   const triplet = rec?.kind === 'triplet' ? { sender: rec.sender, rcpt: rec.rcpt } : { sender, rcpt };
   return ctx.exclusive(async () => {
-    const [t] = await ctx.store.get([key]);
+    const [t] = await ctx.store.lookup([key]);
     if (t === undefined) return { ip, triplet, deleted: 0 };
     await ctx.write([[key, null]]);
     return { ip, triplet, deleted: 1 };

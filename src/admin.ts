@@ -16,7 +16,7 @@ import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { join, relative } from 'node:path';
 import { allow, dump, saveFileIp, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
-import type { Greylist } from './greylist.js';
+import type { Greylist } from './daemon/queue.js';
 import { escapeField, quoted, type LineWriter } from './log.js';
 
 export const ADMIN_SOCKET = 'admin.sock';
@@ -99,7 +99,7 @@ export class AdminServer {
   private readonly ctx: OpsContext;
 
   constructor(
-    private readonly greylist: Pick<Greylist, 'opsContext' | 'settings' | 'clock'>,
+    private readonly greylist: Greylist,
     /** only its directory: the socket lives there (a shared store's state directory too) */
     store: { readonly dir: string },
     private readonly log: LineWriter,

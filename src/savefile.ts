@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { Importer, parseSaveLine, type ImportCounts, type SaveRecord } from './admin-ops.js';
 import { escapeField, quoted } from './log.js';
 import type { Settings } from './policy.js';
-import { Store, StoreError } from './store.js';
+import { Store, StoreError } from './store/leveldb.js';
 
 /** The store directory of save file F is F + this. */
 export const STORE_SUFFIX = '.qgreyd';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { dump, formatSaveLine, Importer, parseSaveLine, recordFromKey, type OpsContext, type SaveRecord } from '../src/admin-ops.js';
 import { settingsFrom } from '../src/policy.js';
-import { ipKey, Store, tripletDbKey } from '../src/store.js';
+import { ipKey, Store, tripletDbKey } from '../src/store/leveldb.js';
 import { removeDir, tempDir } from './helpers.js';
 
 const NOW = 1_700_000_000;

@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { AllowList, isLoopback, RateLimitedCounter } from '../src/access.js';
+import { AllowList, isLoopback, RateLimitedCounter } from '../src/daemon/access.js';
 import { parseArgs, UsageError } from '../src/cli/args.js';
 import { encodeRequest } from '../src/protocol.js';
-import { Store, TRIPLET_PREFIX } from '../src/store.js';
+import { Store, TRIPLET_PREFIX } from '../src/store/leveldb.js';
 import { query, removeDir, runDaemon, startDaemon, tempDir } from './helpers.js';
 
 test('AllowList matches IPv4 and IPv6 ranges and single addresses', () => {

@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { BATCH_BUDGET, Greylist, requestCost, type Result } from '../src/greylist.js';
+import { BATCH_BUDGET, Greylist, requestCost, type Result } from '../src/daemon/queue.js';
 import { LineWriter } from '../src/log.js';
 import { settingsFrom } from '../src/policy.js';
 import { decodeRequest, encodeRequest, MAX_REQUEST_BYTES, type Request } from '../src/protocol.js';
-import { Server } from '../src/server.js';
-import { Store } from '../src/store.js';
+import { Server } from '../src/daemon/server.js';
+import { Store } from '../src/store/leveldb.js';
 import { Whitelist } from '../src/whitelist.js';
 import { removeDir, tempDir } from './helpers.js';
 import { QmailSmtpd } from './qmail-client.js';
@@ -23,14 +23,15 @@ function decoded(buf: Buffer): Request {
   return d.request;
 }
 
-/** The store, with every write's operations noted (the real LevelDB underneath). */
+/** The store, with every commit's changes noted (the real store underneath). */
 async function observedStore(dir: string): Promise<{ store: Store; writes: Array<Array<readonly [string, number | null]>> }> {
   const store = await Store.open(join(dir, 's'));
   const writes: Array<Array<readonly [string, number | null]>> = [];
-  const write = store.write.bind(store);
-  store.write = (ops) => {
+  const commitSync = store.commitSync.bind(store);
+  store.commitSync = (groups) => {
+    const ops = groups.flatMap((g) => g.changes);
     if (ops.length > 0) writes.push([...ops]);
-    return write(ops);
+    return commitSync(groups);
   };
   return { store, writes };
 }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, readdirSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ipKey, Store, tripletDbKey } from '../src/store.js';
+import { ipKey, Store, tripletDbKey } from '../src/store/leveldb.js';
 import { ctl } from './ctl-helpers.js';
 import { query, removeDir, startDaemon, tempDir, type Daemon } from './helpers.js';
 

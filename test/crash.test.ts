@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { tripletKey } from '../src/policy.js';
 import { encodeRequest } from '../src/protocol.js';
-import { Store, TRIPLET_PREFIX } from '../src/store.js';
+import { Store, TRIPLET_PREFIX } from '../src/store/leveldb.js';
 import { Prng, seedFrom } from './prng.js';
 import { removeDir, startDaemon, tempDir } from './helpers.js';
 import { UdpPool } from './udp-pool.js';

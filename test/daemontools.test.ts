@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { userInfo } from 'node:os';
 import { tripletKey } from '../src/policy.js';
 import { encodeRequest } from '../src/protocol.js';
-import { ipKey, Store, tripletDbKey } from '../src/store.js';
+import { ipKey, Store, tripletDbKey } from '../src/store/leveldb.js';
 import { QGREYD, ROOT, sendRaw, sleep, tempDir } from './helpers.js';
 
 const CONF = join(ROOT, 'dist', 'src', 'cli', 'qgreyd-conf.js');

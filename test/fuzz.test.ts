@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { decide, settingsFrom, type RecordView } from '../src/policy.js';
 import { decodeRequest, encodeRequest, replyText } from '../src/protocol.js';
-import { IP_PREFIX, Store, TRIPLET_PREFIX } from '../src/store.js';
+import { IP_PREFIX, Store, TRIPLET_PREFIX } from '../src/store/leveldb.js';
 import { generate } from './fuzz-gen.js';
 import { Oracle } from './fuzz-oracle.js';
 import { Prng, seedFrom } from './prng.js';

@@ -6,7 +6,7 @@ import dgram from 'node:dgram';
 import { appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { unixNow } from '../src/greylist.js';
+import { unixNow } from '../src/daemon/queue.js';
 import { ctl } from './ctl-helpers.js';
 import { QGREYD, query, removeDir, runDaemon, startDaemon, tempDir, type Daemon } from './helpers.js';
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { NetworkInterfaceInfo } from 'node:os';
 import { parseArgs, parseListenList, UsageError } from '../src/cli/args.js';
-import { bindTargets, isWildcard, type Interfaces } from '../src/listen.js';
+import { bindTargets, isWildcard, type Interfaces } from '../src/daemon/listen.js';
 import { removeDir, runDaemon, startDaemon, tempDir } from './helpers.js';
 
 function info(address: string, family: 'IPv4' | 'IPv6', scopeid = 0): NetworkInterfaceInfo {

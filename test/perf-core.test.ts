@@ -4,11 +4,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import msgpack from 'msgpack-lite';
 import { Level } from 'level';
-import { RecentCache } from '../src/cache.js';
-import { Greylist, type Result } from '../src/greylist.js';
+import { RecentCache } from '../src/store/cache.js';
+import { Greylist, type Result } from '../src/daemon/queue.js';
 import { settingsFrom } from '../src/policy.js';
 import { decodeRequest, encodeRequest, type Request } from '../src/protocol.js';
-import { ipKey, Store, tripletDbKey } from '../src/store.js';
+import { ipKey, Store, tripletDbKey } from '../src/store/leveldb.js';
 import { Whitelist } from '../src/whitelist.js';
 import { removeDir, tempDir } from './helpers.js';
 

@@ -6,7 +6,7 @@ import dgram from 'node:dgram';
 import { chmodSync, chownSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { Store } from '../src/store.js';
+import { Store } from '../src/store/leveldb.js';
 import { query, removeDir, startDaemon, tempDir } from './helpers.js';
 import { ctl, QGREYCTL } from './ctl-helpers.js';
 

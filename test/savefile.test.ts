@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { formatSaveLine, parseSaveLine } from '../src/admin-ops.js';
 import { tripletKey } from '../src/policy.js';
-import { ipKey, IP_PREFIX, Store, TRIPLET_PREFIX, tripletDbKey } from '../src/store.js';
+import { ipKey, IP_PREFIX, Store, TRIPLET_PREFIX, tripletDbKey } from '../src/store/leveldb.js';
 import { ctl } from './ctl-helpers.js';
 import { query, removeDir, startDaemon, tempDir } from './helpers.js';
 

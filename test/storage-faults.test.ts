@@ -9,7 +9,7 @@ import { chmodSync, closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, re
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { tripletKey } from '../src/policy.js';
-import { Store, TRIPLET_PREFIX } from '../src/store.js';
+import { Store, TRIPLET_PREFIX } from '../src/store/leveldb.js';
 import { query, removeDir, runDaemon, sleep, startDaemon, tempDir } from './helpers.js';
 
 const ROOT = process.getuid?.() === 0;

@@ -7,10 +7,10 @@ import { closeSync, openSync, readdirSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { allow, diskUsage, forgetIp, Importer } from '../src/admin-ops.js';
-import { Greylist, type StoreOp } from '../src/greylist.js';
+import { Greylist, type StoreOp } from '../src/daemon/queue.js';
 import { settingsFrom } from '../src/policy.js';
 import { decodeRequest, encodeRequest } from '../src/protocol.js';
-import { ipKey, Store, tripletDbKey } from '../src/store.js';
+import { ipKey, Store, tripletDbKey } from '../src/store/leveldb.js';
 import { Whitelist } from '../src/whitelist.js';
 import { removeDir, tempDir } from './helpers.js';
 

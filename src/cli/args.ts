@@ -1,7 +1,7 @@
 // The qgreyd command line: greydaemon's flags and positional arguments, plus long names.
 import { isIP } from 'node:net';
 import minimist from 'minimist';
-import type { ListenSpec } from '../listen.js';
+import type { ListenSpec } from '../daemon/listen.js';
 import { parseStoreUrl, StoreUrlError, type RedisTarget } from '../store/redis-url.js';
 import { parseRange } from '../whitelist.js';
 

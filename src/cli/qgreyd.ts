@@ -4,26 +4,25 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { AllowList } from '../access.js';
+import { AllowList } from '../daemon/access.js';
 import { AdminServer } from '../admin.js';
 import { ClockWatch } from '../clock.js';
-import { Greylist, unixNow } from '../greylist.js';
+import { Greylist, unixNow } from '../daemon/queue.js';
 import { LineWriter, quoted } from '../log.js';
 import { expiresAt, settingsFrom } from '../policy.js';
-import { isWildcard } from '../listen.js';
+import { isWildcard } from '../daemon/listen.js';
 import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
-import { ListenError, Server } from '../server.js';
-import { Store, StoreError } from '../store.js';
-import { SharedQueue } from '../daemon/shared-queue.js';
+import { ListenError, Server } from '../daemon/server.js';
+import { Store, StoreError } from '../store/leveldb.js';
 import { isIpKey } from '../store/keys.js';
 import { RedisStore } from '../store/redis.js';
 import { describeTarget } from '../store/redis-url.js';
-import { StoreLock } from '../store-lock.js';
+import { StoreLock } from '../store/lock.js';
 import { Whitelist, WhitelistError, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
 import { checkStatePath, secureStateDir } from './statedir.js';
-import { repairStore } from './repair.js';
+import { repairStore } from '../store/repair.js';
 
 export const EXIT_PERMANENT = 100;
 export const EXIT_TEMPORARY = 111;
@@ -210,7 +209,7 @@ async function main(argv: string[]): Promise<void> {
   );
   const clockTimer = setInterval(() => clock.check(), CLOCK_CHECK_MS);
   const unixClock = () => Math.floor(wallMs() / 1000);
-  const gl = store instanceof RedisStore ? new SharedQueue(store, settings, whitelist, unixClock, stateDir) : new Greylist(store, settings, whitelist, unixClock);
+  const gl = new Greylist(store, settings, whitelist, unixClock);
   gl.expiryClock = () => clock.expiryNow();
   server.attach(gl);
   // before the start line, so that qgreyctl finds the socket as soon as the daemon is up

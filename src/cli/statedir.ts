@@ -10,7 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { lchownSync, lstatSync, readlinkSync, type Stats } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { makeStateDir, StoreError } from '../store.js';
+import { makeStateDir, StoreError } from '../store/leveldb.js';
 import { UsageError } from './args.js';
 import type { Account } from './privileges.js';
 

@@ -1,6 +1,6 @@
 // qgreyd --repair: the documented way back from a corrupt store. Runs LevelDB's RepairDB on
 // the state directory, then opens it as qgreyd would and counts what survived.
-import { IP_PREFIX, Store, StoreError, TRIPLET_PREFIX } from '../store.js';
+import { IP_PREFIX, Store, StoreError, TRIPLET_PREFIX } from './leveldb.js';
 
 export interface RepairResult {
   code: number;

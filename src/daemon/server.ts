@@ -4,10 +4,10 @@ import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { AllowList, RateLimitedCounter } from './access.js';
-import type { Greylist, Result } from './greylist.js';
-import { escapeField, LineWriter, quoted, RateLimitedLines } from './log.js';
+import type { Greylist, Result } from './queue.js';
+import { escapeField, LineWriter, quoted, RateLimitedLines } from '../log.js';
 import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
-import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';
+import { decodeRequest, encodeReply, replyText, type Request, Verdict } from '../protocol.js';
 
 /** Recipients shown in one log line; the rest are counted. */
 const LOG_RECIPIENTS = 50;
@@ -54,6 +54,14 @@ interface Listener {
 /** The sender of a datagram, and the socket that received it. */
 type Peer = dgram.RemoteInfo & { via: Listener };
 
+/** what the server keeps with a request while it waits for its decision */
+interface Submitted {
+  client: string;
+  rinfo: Peer;
+  msg: Buffer;
+  req: Request;
+}
+
 /** A socket that could not be bound, with the error's code (EADDRINUSE, EACCES, ...). */
 export class ListenError extends Error {
   constructor(
@@ -93,7 +101,7 @@ export class Server {
   readonly overload: RateLimitedCounter;
   readonly malformedLog: RateLimitedLines;
   private readonly allow: AllowList;
-  private greylist: Pick<Greylist, 'submit' | 'abandonWaiting'> | null = null;
+  private greylist: Greylist | null = null;
   /** datagrams that arrived between binding and attach(): start-up opens the store only
    *  after binding and dropping privileges */
   private early: Array<[Buffer, Peer]> = [];
@@ -113,7 +121,7 @@ export class Server {
   }
 
   /** Start deciding, beginning with what arrived since listen(). */
-  attach(greylist: Pick<Greylist, 'submit' | 'abandonWaiting'>): void {
+  attach(greylist: Greylist): void {
     this.greylist = greylist;
     const early = this.early;
     this.early = [];
@@ -248,20 +256,19 @@ export class Server {
     const req = decoded.request;
     this.inFlight++;
     this.inFlightBytes += msg.length;
-    greylist.submit(
-      req,
-      (result) => {
-        this.answer(client, rinfo, msg, req, result);
-        this.inFlightBytes -= msg.length;
-        if (--this.inFlight === 0) {
-          const d = this.drained;
-          this.drained = [];
-          for (const f of d) f();
-        }
-      },
-      rinfo.address,
-    );
+    greylist.submit(req, this.onResult, rinfo.address, { client, rinfo, msg, req });
   }
+
+  /** one callback for every decided request: no closure per request on the hot path */
+  private readonly onResult = (result: Result, p: Submitted): void => {
+    this.answer(p.client, p.rinfo, p.msg, p.req, result);
+    this.inFlightBytes -= p.msg.length;
+    if (--this.inFlight === 0) {
+      const d = this.drained;
+      this.drained = [];
+      for (const f of d) f();
+    }
+  };
 
   /** Over the in-flight bound: a request is answered "not decided" at once (one linear decode,
    *  nothing held); what is not a request stays unanswered. Counted and logged at a rate

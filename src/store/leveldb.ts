@@ -16,17 +16,20 @@
 // (LevelDB's createIfMissing); an existing one that lacks CURRENT, or is damaged otherwise,
 // is refused with the repair advice, since LevelDB would otherwise write a new empty database
 // over it and delete its table files.
-import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Level } from 'level';
-import { StoreError } from './store/errors.js';
-import type { StoredRecord, StoreHealth } from './store/types.js';
-import { decodeMeta, decodeTime, encodeMeta, encodeTime, FORMAT_KEY, FORMAT_VERSION } from './store/keys.js';
-import { RecentCache } from './cache.js';
-import { PID_FILE, StoreLock } from './store-lock.js';
+import { StoreError } from './errors.js';
+import type { Change, CommitGroup, CommitResult, GreylistStore, ScanOptions, StoreCapabilities, StoredRecord, StoreHealth, Value } from './types.js';
+import { checkGroups } from './commit.js';
+import { RecordIndex } from './index.js';
+import { decodeMeta, decodeTime, encodeMeta, encodeTime, FORMAT_KEY, FORMAT_VERSION, IP_PREFIX, TRIPLET_PREFIX } from './keys.js';
+import { readWal, WalWriter, walFiles, walName } from './wal.js';
+import { PID_FILE, StoreLock } from './lock.js';
 
-export { FORMAT_KEY, FORMAT_VERSION, IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDbKey } from './store/keys.js';
-export { StoreError, type StoreErrorCode } from './store/errors.js';
+export { FORMAT_KEY, FORMAT_VERSION, IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDbKey } from './keys.js';
+export { StoreError, type StoreErrorCode } from './errors.js';
 
 export interface StoreOptions {
   /** how many records the cache holds (default 100000) */
@@ -39,7 +42,7 @@ export interface StoreOptions {
   program?: string;
 }
 
-export type { StoreHealth } from './store/types.js';
+export type { StoreHealth } from './types.js';
 
 /** Backoff between reopen attempts after a run-time failure: first, and at most. */
 export const REOPEN_FIRST_MS = 250;
@@ -52,20 +55,62 @@ interface Failure {
   nextAttempt: number;
 }
 
-export type { StoredRecord } from './store/types.js';
+export type { StoredRecord } from './types.js';
 
 type Db = Level<string, Buffer>;
 
-export class Store {
-  private readonly cache: RecentCache<number | null>;
+const CAPABILITIES: StoreCapabilities = {
+  syncLookup: true,
+  syncCommit: true,
+  ttlExpiry: false,
+  shared: false,
+  compact: true,
+  indexExpiry: false,
+};
+
+/** how long committed changes wait before the background feed writes them to LevelDB: long
+ *  enough that a feed is one large batch, short enough that the logs stay small */
+const FEED_MS = 100;
+/** changes per LevelDB batch write in the feed */
+const FEED_BATCH = 50_000;
+/** a log file this large is closed at the next feed, and deleted once LevelDB holds it */
+const WAL_ROTATE_BYTES = 64 << 20;
+/** the index saved at a clean close, beside LevelDB */
+export const SNAPSHOT_FILE = 'index.snapshot';
+
+export class Store implements GreylistStore {
+  readonly capabilities = CAPABILITIES;
   private readonly sync: boolean;
   private closed = false;
   private failure: Failure | null = null;
   private reopening: Promise<void> | null = null;
+  /** set while appends to the write-ahead log fail: requests are not decided meanwhile */
+  private walFailure: { since: number } | null = null;
+  /** changes in the log and the index, not yet in LevelDB, oldest first */
+  private pending: Array<readonly Change[]> = [];
+  private pendingCount = 0;
+  private feeding: Promise<void> | null = null;
+  private feedTimer: NodeJS.Timeout | null = null;
+  private feedBackoffMs = 0;
+  /** why the last feed failed, if it did */
+  private feedError: Error | null = null;
+  /** commits made, and how many of them LevelDB holds */
+  private commits = 0;
+  private fedCommits = 0;
 
-  private constructor(private db: Db, readonly dir: string, private readonly opts: StoreOptions, private readonly lock: StoreLock) {
-    this.cache = new RecentCache(opts.cacheSize ?? 100_000);
+  private constructor(
+    private db: Db,
+    readonly dir: string,
+    private readonly opts: StoreOptions,
+    private readonly lock: StoreLock,
+    private readonly index: RecordIndex,
+    private wal: WalWriter,
+  ) {
     this.sync = opts.sync ?? false;
+  }
+
+  get location(): string {
+    return this.dir;
   }
 
   static async open(dir: string, opts: StoreOptions = {}): Promise<Store> {
@@ -75,10 +120,33 @@ export class Store {
     const lock = takeLock(path, opts.program);
     try {
       const fresh = inspectDir(path);
-      return new Store(await openDb(path, fresh), path, opts, lock);
+      // taken before LevelDB opens (opening may rewrite its files)
+      const stamp = fresh ? null : fingerprint(path);
+      return await Store.start(await openDb(path, fresh), path, opts, lock, stamp);
     } catch (e) {
       lock.release();
       throw e;
+    }
+  }
+
+  /** What every open does once LevelDB is open: the log's records into LevelDB, the index
+   *  from its snapshot (or, after a crash, from LevelDB), a new log. */
+  private static async start(db: Db, path: string, opts: StoreOptions, lock: StoreLock, stamp: Buffer | null): Promise<Store> {
+    try {
+      const replayed = await replayWal(db, path);
+      const snapshot = join(path, SNAPSHOT_FILE);
+      // a snapshot is the index only of the LevelDB files it was saved beside (their names,
+      // sizes and times: any other writer changes them), and a log replayed since means
+      // LevelDB has changed after it
+      let index = stamp !== null && !replayed.changed ? RecordIndex.load(snapshot, stamp) : null;
+      // from here on the snapshot must not be trusted again unless close() saves a new one
+      removeFile(snapshot);
+      index ??= await buildIndex(db);
+      const wal = new WalWriter(join(path, walName(replayed.nextSeq)), replayed.nextSeq, opts.sync ?? false);
+      return new Store(db, path, opts, lock, index, wal);
+    } catch (e) {
+      await db.close().catch(() => undefined);
+      throw e instanceof StoreError ? e : openError(e, path);
     }
   }
 
@@ -99,13 +167,15 @@ export class Store {
     const lock = takeLock(path, opts.program);
     try {
       inspectDir(path, true);
+      // the repaired store may have lost records the snapshot lists
+      removeFile(join(path, SNAPSHOT_FILE));
       await repairLocked(path);
     } catch (e) {
       lock.release();
       throw e;
     }
     try {
-      return new Store(await openDb(path, false), path, opts, lock);
+      return await Store.start(await openDb(path, false), path, opts, lock, null);
     } catch (e) {
       lock.release();
       const message = e instanceof StoreError ? e.message : String(e);
@@ -113,76 +183,207 @@ export class Store {
     }
   }
 
-  /** Values for keys, in order; undefined where there is no record. */
-  async get(keys: readonly string[]): Promise<Array<number | undefined>> {
-    const out = new Array<number | undefined>(keys.length);
-    let missing: string[] | null = null;
-    let missingAt: number[] | null = null;
-    for (let i = 0; i < keys.length; i++) {
-      const v = this.cache.get(keys[i]);
-      if (v === undefined) {
-        (missing ??= []).push(keys[i]);
-        (missingAt ??= []).push(i);
-      } else {
-        out[i] = v === null ? undefined : v;
-      }
-    }
-    if (missing !== null && missingAt !== null) {
-      const db = await this.usable();
-      let raw: Array<Buffer | undefined>;
-      try {
-        raw = await db.getMany(missing);
-      } catch (e) {
-        throw this.failed(e);
-      }
-      for (let j = 0; j < raw.length; j++) {
-        const r = raw[j];
-        const v = r === undefined ? undefined : decodeTime(r);
-        out[missingAt[j]] = v;
-        this.cache.set(missing[j], v ?? null);
-      }
-    }
-    return out;
+  get memoryRecords(): number {
+    return this.index.size;
   }
 
-  /** The cached value for key without going to LevelDB: a time, null (known absent), or
-   *  undefined (not cached: ask get()). */
-  peek(key: string): number | null | undefined {
-    return this.cache.get(key);
+  /** kept for callers that predate the index: every record is in memory */
+  get cachedRecords(): number {
+    return this.index.size;
+  }
+
+  lookupSync(key: string): Value {
+    return this.index.get(key);
+  }
+
+  lookup(keys: readonly string[]): Promise<Value[]> {
+    if (this.closed) return Promise.reject(this.closedError());
+    const out = new Array<Value>(keys.length);
+    for (let i = 0; i < keys.length; i++) out[i] = this.index.get(keys[i]);
+    return Promise.resolve(out);
+  }
+
+  /** Values for keys, in order; undefined where there is no record. */
+  get(keys: readonly string[]): Promise<Array<number | undefined>> {
+    return this.lookup(keys);
+  }
+
+  /** The value for key from the index: a time, or null (absent). */
+  peek(key: string): number | null {
+    return this.index.get(key) ?? null;
+  }
+
+  commitSync(groups: readonly CommitGroup[]): CommitResult {
+    if (this.closed) throw this.closedError();
+    let changes: readonly Change[];
+    let conflicts: CommitResult = null;
+    if (groups.length === 1 && groups[0].expect.length === 0) {
+      changes = groups[0].changes;
+    } else {
+      const staged = new Map<string, number | null>();
+      const accepted: Change[] = [];
+      const read = (k: string): Value => {
+        const s = staged.get(k);
+        return s === undefined ? this.index.get(k) : s === null ? undefined : s;
+      };
+      conflicts = checkGroups(groups, read, (c) => {
+        staged.set(c[0], c[1]);
+        accepted.push(c);
+      });
+      changes = accepted;
+    }
+    if (changes.length === 0) return conflicts;
+    this.append(changes);
+    for (let i = 0; i < changes.length; i++) {
+      const [key, time] = changes[i];
+      if (time === null) this.index.delete(key);
+      else this.index.set(key, time);
+    }
+    this.pending.push(changes);
+    this.pendingCount += changes.length;
+    this.commits++;
+    if (this.feedTimer === null && this.feeding === null) this.feedTimer = setTimeout(this.runFeed, FEED_MS).unref();
+    return conflicts;
+  }
+
+  commit(groups: readonly CommitGroup[]): Promise<CommitResult> {
+    try {
+      return Promise.resolve(this.commitSync(groups));
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
   }
 
   /** Writes a batch atomically: a number sets a record, null deletes it. */
   async write(ops: ReadonlyArray<readonly [key: string, time: number | null]>): Promise<void> {
     if (ops.length === 0) return;
-    const db = await this.usable();
-    const batch = db.batch();
-    // a batch's records mostly carry the same time (the batch's "now"): encode it once; the
-    // batch copies the bytes, so sharing the buffer is safe
-    let encodedTime = NaN;
-    let encoded: Buffer | null = null;
-    for (const [key, time] of ops) {
-      if (time === null) batch.del(key);
-      else {
-        if (time !== encodedTime || encoded === null) {
-          encodedTime = time;
-          encoded = encodeTime(time);
-        }
-        batch.put(key, encoded);
+    await this.commit([{ expect: [], changes: ops }]);
+  }
+
+  /** One frame in the log; the failure state follows whether it could be written. */
+  private append(changes: readonly Change[]): void {
+    try {
+      if (this.wal.broken) this.rotate();
+      this.wal.append(changes);
+    } catch (e) {
+      const message = (e as Error).message;
+      if (this.walFailure === null) {
+        this.walFailure = { since: Date.now() };
+        this.opts.onHealth?.({ state: 'failed', error: message, retryInMs: 0 });
+      }
+      throw new StoreError('QGREYD_STORE_IO', `state directory ${this.dir}: cannot append to the write-ahead log (${message})`, true);
+    }
+    if (this.walFailure !== null) {
+      const since = this.walFailure.since;
+      this.walFailure = null;
+      this.opts.onHealth?.({ state: 'recovered', afterMs: Date.now() - since });
+    }
+  }
+
+  /** A new log file: the ones before it are deleted once LevelDB holds what they hold. */
+  private rotate(): void {
+    const next = this.wal.seq + 1;
+    const wal = new WalWriter(join(this.dir, walName(next)), next, this.sync);
+    try {
+      this.wal.close();
+    } catch {
+      // its frames are on disk already; a failed close loses nothing
+    }
+    this.wal = wal;
+  }
+
+  private readonly runFeed = (): void => {
+    this.feedTimer = null;
+    this.feeding = this.feed().finally(() => {
+      this.feeding = null;
+      if (this.pendingCount > 0 && !this.closed && this.feedTimer === null) this.feedTimer = setTimeout(this.runFeed, Math.max(FEED_MS, this.feedBackoffMs)).unref();
+    });
+  };
+
+  /** Moves what is pending into LevelDB in large batches, off the request path; then deletes
+   *  the log files LevelDB now holds all of. */
+  private async feed(): Promise<void> {
+    if (this.pendingCount === 0) return;
+    this.feedError = null;
+    if (this.wal.bytes >= WAL_ROTATE_BYTES) {
+      try {
+        this.rotate();
+      } catch {
+        // the current file goes on growing; the next feed tries again
       }
     }
+    const current = this.wal.seq;
+    const taken = this.pending;
+    this.pending = [];
+    this.pendingCount = 0;
     try {
-      await batch.write({ sync: this.sync });
+      const db = await this.usable();
+      let batch = db.batch();
+      let n = 0;
+      let encodedTime = NaN;
+      let encoded: Buffer | null = null;
+      for (const changes of taken) {
+        for (const [key, time] of changes) {
+          if (time === null) batch.del(key);
+          else {
+            // a batch's records mostly carry the same time: encode it once (the batch copies)
+            if (time !== encodedTime || encoded === null) {
+              encodedTime = time;
+              encoded = encodeTime(time);
+            }
+            batch.put(key, encoded);
+          }
+          if (++n >= FEED_BATCH) {
+            await batch.write({ sync: this.sync });
+            batch = db.batch();
+            n = 0;
+          }
+        }
+      }
+      if (n > 0) await batch.write({ sync: this.sync });
+      else await batch.close();
     } catch (e) {
-      for (const [key] of ops) this.cache.delete(key);
-      throw this.failed(e);
+      // all of it again next time (rewriting what did land is harmless: same values, in order)
+      this.pending = taken.concat(this.pending);
+      for (const c of taken) this.pendingCount += c.length;
+      this.feedError = e instanceof StoreError ? e : this.failed(e);
+      this.feedBackoffMs = Math.min(Math.max(this.feedBackoffMs * 2, REOPEN_FIRST_MS), REOPEN_MAX_MS);
+      return;
     }
-    for (const [key, time] of ops) this.cache.set(key, time);
+    this.feedBackoffMs = 0;
+    this.fedCommits += taken.length;
+    for (const f of walFiles(this.dir)) {
+      if (f.seq < current) removeFile(f.path);
+    }
+  }
+
+  /** Resolves once LevelDB holds every committed change (what a scan reads). */
+  async flush(): Promise<void> {
+    if (this.closed) throw this.closedError();
+    const target = this.commits;
+    while (this.fedCommits < target) {
+      if (this.feeding === null) {
+        if (this.feedTimer !== null) {
+          clearTimeout(this.feedTimer);
+          this.feedTimer = null;
+        }
+        this.runFeed();
+      }
+      await this.feeding;
+      if (this.feedError !== null && this.fedCommits < target) throw this.feedError;
+    }
+  }
+
+  private closedError(): StoreError {
+    return new StoreError('QGREYD_STORE_IO', `state directory ${this.dir}: the store is closed`);
   }
 
   /** Records whose key starts with prefix, in key order, in chunks; from `after` (exclusive).
    *  With `onCorrupt`, a corrupt part of the store is reported there and skipped: the scan
-   *  goes on with every record it can read. Without it, corruption fails the scan. */
-  async *scan(prefix: string, opts: { after?: string; chunk?: number; onCorrupt?: (message: string) => void } = {}): AsyncGenerator<StoredRecord[]> {
+   *  goes on with every record it can read. Without it, corruption fails the scan.
+   *  The scan reads LevelDB once it holds every change committed before the scan began. */
+  async *scan(prefix: string, opts: ScanOptions = {}): AsyncGenerator<StoredRecord[]> {
+    await this.flush();
     const db = await this.usable();
     const range = (after: string | undefined) => db.iterator({ gt: after ?? prefix, lt: prefix + '\uffff' });
     let after = opts.after;
@@ -229,6 +430,12 @@ export class Store {
   /** Compacts the whole key range, so that the space of deleted records goes back to the
    *  file system. LevelDB does it on its own threads: reads and writes go on meanwhile. */
   async compact(): Promise<void> {
+    await this.flush();
+    // LevelDB holds everything: the logs can go, so that their space comes back as well
+    if (this.pendingCount === 0 && this.feeding === null) {
+      this.rotate();
+      for (const f of walFiles(this.dir)) if (f.seq < this.wal.seq) removeFile(f.path);
+    }
     const db = await this.usable();
     const compactRange = (db as unknown as { compactRange?: (start: string, end: string) => Promise<void> }).compactRange;
     if (typeof compactRange !== 'function') throw new StoreError('QGREYD_STORE_IO', 'this build of the level package has no compactRange(); install classic-level');
@@ -239,24 +446,47 @@ export class Store {
     }
   }
 
-  get cachedRecords(): number {
-    return this.cache.size;
-  }
-
   /** Whether the last run-time failure is still unrepaired. */
   get healthy(): boolean {
-    return this.failure === null;
+    return this.failure === null && this.walFailure === null;
   }
 
+  /** Feeds LevelDB everything, then saves the index beside it so the next start need not
+   *  walk LevelDB, and removes the logs LevelDB now holds. When LevelDB cannot take the
+   *  changes, the logs stay: the next open replays them. */
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closed = true;
-    await this.reopening?.catch(() => undefined);
-    this.cache.clear();
+    let fed = false;
     try {
+      await this.flush();
+      fed = true;
+    } catch {
+      // the log keeps what LevelDB did not get
+    }
+    this.closed = true;
+    if (this.feedTimer !== null) clearTimeout(this.feedTimer);
+    await this.reopening?.catch(() => undefined);
+    try {
+      this.wal.close();
+    } catch {
+      // every frame was written with write(): nothing is lost with the descriptor
+    }
+    try {
+      const clean = fed && this.failure === null;
+      if (clean) for (const f of walFiles(this.dir)) removeFile(f.path);
       await this.db.close().catch((e: unknown) => {
         if (this.failure === null) throw e;
       });
+      if (clean) {
+        const snapshot = join(this.dir, SNAPSHOT_FILE);
+        try {
+          this.index.save(snapshot + '.tmp', fingerprint(this.dir));
+          renameSync(snapshot + '.tmp', snapshot);
+        } catch {
+          // no snapshot: the next start walks LevelDB
+          removeFile(snapshot + '.tmp');
+        }
+      }
     } finally {
       this.lock.release();
     }
@@ -281,8 +511,6 @@ export class Store {
 
   private async reopen(f: Failure): Promise<void> {
     await this.db.close().catch(() => undefined);
-    // whatever the failed writes left behind, the cache must not vouch for it
-    this.cache.clear();
     try {
       // never createIfMissing here: a CURRENT lost at run time must not become an empty store
       this.db = await openDb(this.dir, false);
@@ -505,4 +733,89 @@ function openError(e: unknown, path: string): StoreError {
     return new StoreError('QGREYD_STORE_IO', `state directory ${path}: cannot open the store, the disk is full (${detail}); free space on the file system that holds it`, true);
   }
   return new StoreError('QGREYD_STORE_IO', `state directory ${path}: cannot open the store (${detail})`, true);
+}
+
+/** Replays every log file into LevelDB (synchronously written), then removes them. */
+async function replayWal(db: Db, dir: string): Promise<{ changed: boolean; nextSeq: number }> {
+  const files = walFiles(dir);
+  let changed = false;
+  for (const f of files) {
+    const { changes } = readWal(f.path);
+    for (let i = 0; i < changes.length; i += FEED_BATCH) {
+      const batch = db.batch();
+      for (const [key, time] of changes.slice(i, i + FEED_BATCH)) {
+        if (time === null) batch.del(key);
+        else batch.put(key, encodeTime(time));
+      }
+      await batch.write({ sync: true });
+      changed = true;
+    }
+  }
+  for (const f of files) removeFile(f.path);
+  return { changed, nextSeq: files.length === 0 ? 1 : files[files.length - 1].seq + 1 };
+}
+
+/** The index from LevelDB, record by record: what a start after a crash costs (a clean stop
+ *  leaves a snapshot instead). A record that cannot be read is left out: the sweep reports
+ *  the damage. */
+async function buildIndex(db: Db): Promise<RecordIndex> {
+  const index = new RecordIndex();
+  for (const prefix of [IP_PREFIX, TRIPLET_PREFIX]) {
+    const range = (after: string | undefined) => db.iterator({ gt: after ?? prefix, lt: prefix + '\uffff' });
+    let after: string | undefined;
+    let it = range(after);
+    // as in scan(): past a block LevelDB cannot read, the rest is read again one by one
+    let corrupt = false;
+    try {
+      for (;;) {
+        let entries: Array<[string, Buffer]>;
+        try {
+          entries = await it.nextv(corrupt ? 1 : 10_000);
+        } catch (e) {
+          if ((e as { code?: string }).code !== 'LEVEL_CORRUPTION' || corrupt) break;
+          corrupt = true;
+          await it.close();
+          it = range(after);
+          continue;
+        }
+        if (entries.length === 0) break;
+        after = entries[entries.length - 1][0];
+        for (const [key, value] of entries) {
+          try {
+            index.set(key, decodeTime(value));
+          } catch {
+            // not a time: the sweep reports it
+          }
+        }
+      }
+    } finally {
+      await it.close();
+    }
+  }
+  return index;
+}
+
+function removeFile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+}
+
+/** What identifies LevelDB's files as they are: names, sizes and modification times of every
+ *  file but its informational log. A snapshot saved with one fingerprint is the index of
+ *  that LevelDB only. */
+function fingerprint(dir: string): Buffer {
+  const h = createHash('sha256');
+  for (const name of readdirSync(dir).sort()) {
+    if (!LEVELDB_FILE.test(name)) continue;
+    try {
+      const st = statSync(join(dir, name));
+      h.update(`${name} ${st.size} ${st.mtimeMs}\n`);
+    } catch {
+      h.update(`${name} gone\n`);
+    }
+  }
+  return h.digest().subarray(0, 16);
 }

@@ -1,0 +1,115 @@
+// The sweep: deletes dead records (PROTOCOL.md, Expiry) without stalling requests, and sets
+// records dated ahead of now to now. Deadness is the policy's rule (isDeadIp, isDeadTriplet),
+// judged by the queue's expiryClock.
+//
+// Records are read a chunk at a time (scan), and a chunk's changes are committed between
+// request batches as groups conditional on the value read: a record that a request or an
+// admin change wrote after it was read no longer holds that value, so its group is refused and
+// the record stays for the next sweep. Nothing else needs to be told about a running sweep.
+// A store whose records expire by themselves (ttlExpiry) is not swept.
+//
+// While requests come, the sweep pauses after each chunk. A corrupt part of the store is
+// stepped over and reported. After a sweep that deleted much, the store is compacted.
+import { isDeadIp, isDeadTriplet, isFuture } from '../policy.js';
+import { IP_PREFIX, TRIPLET_PREFIX } from '../store/keys.js';
+import type { Change, CommitGroup } from '../store/types.js';
+import type { Greylist } from './queue.js';
+
+export interface SweepReport {
+  scanned: number;
+  deleted: number;
+  /** records dated ahead of now, set to now */
+  normalised: number;
+  ms: number;
+  /** the first corruption the sweep met and stepped over, if any */
+  corrupt?: string;
+  /** how long the compaction after the sweep took, when there was one */
+  compactMs?: number;
+}
+
+/** A sweep compacts the store when it deleted at least COMPACT_MIN records and at least
+ *  1/COMPACT_FRACTION of those it scanned: a mass expiry, not the steady trickle a busy store
+ *  sees each sweep (LevelDB's own compactions keep up with that). */
+export const COMPACT_MIN = 10_000;
+export const COMPACT_FRACTION = 4;
+export function shouldCompact(deleted: number, scanned: number): boolean {
+  return deleted >= COMPACT_MIN && deleted * COMPACT_FRACTION >= scanned;
+}
+
+/** the sweep's pause after a chunk when requests were decided meanwhile */
+const SWEEP_PAUSE_MS = 10;
+
+export class Sweeper {
+  private sweeping: Promise<SweepReport> | null = null;
+  private stopping = false;
+
+  constructor(private readonly queue: Greylist) {}
+
+  sweep(chunk = 250): Promise<SweepReport> {
+    this.sweeping ??= this.run(chunk).finally(() => {
+      this.sweeping = null;
+    });
+    return this.sweeping;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.sweeping?.catch(() => undefined);
+  }
+
+  private async run(chunk: number): Promise<SweepReport> {
+    const started = Date.now();
+    const q = this.queue;
+    const store = q.store;
+    const report: SweepReport = { scanned: 0, deleted: 0, normalised: 0, ms: 0 };
+    if (store.capabilities.ttlExpiry) return report;
+    const onCorrupt = (message: string) => (report.corrupt ??= message);
+    for (const [prefix, dead] of [
+      [TRIPLET_PREFIX, isDeadTriplet],
+      [IP_PREFIX, isDeadIp],
+    ] as const) {
+      if (this.stopping) break;
+      for await (const records of store.scan(prefix, { chunk, onCorrupt })) {
+        if (this.stopping) break;
+        report.scanned += records.length;
+        const now = q.clock();
+        const expiryNow = Math.min(q.expiryClock(), now);
+        const ops: Change[] = [];
+        const groups: CommitGroup[] = [];
+        for (const r of records) {
+          let op: Change | null = null;
+          if (isFuture(r.time, now, q.settings)) op = [r.key, now];
+          else if (dead(r.time, expiryNow, q.settings)) op = [r.key, null];
+          if (op === null) continue;
+          ops.push(op);
+          groups.push({ expect: [[r.key, r.time]], changes: [op] });
+        }
+        if (groups.length > 0) {
+          await q.onSweepChunk?.(ops);
+          const conflicts = await q.afterNextBatch(() => store.commit(groups));
+          for (let i = 0; i < groups.length; i++) {
+            if (conflicts?.has(i)) continue;
+            if (ops[i][1] === null) report.deleted++;
+            else report.normalised++;
+          }
+        }
+        // paced while requests come: the sweep competes with them for the CPU and the store
+        if (q.requestBatches > 0) {
+          q.requestBatches = 0;
+          await new Promise((r) => setTimeout(r, SWEEP_PAUSE_MS));
+        }
+      }
+    }
+    // Deleted records leave tombstones and the old values in LevelDB's files until a
+    // compaction reaches them, which a store that stopped growing may wait for for ever.
+    // Not over a corrupt block: a compaction that reads one fails, and LevelDB then refuses
+    // every write until the store is reopened.
+    if (!this.stopping && report.corrupt === undefined && store.compact !== undefined && shouldCompact(report.deleted, report.scanned)) {
+      const t = Date.now();
+      await store.compact();
+      report.compactMs = Date.now() - t;
+    }
+    report.ms = Date.now() - started;
+    return report;
+  }
+}
