@@ -174,7 +174,7 @@ describe('several qgreyd on one Redis', { skip: REDIS_SKIP }, () => {
     }
   });
 
-  it('Redis killed under load: every request answered 01 05 (00 04 failing closed) meanwhile, decisions resume after its restart without restarting qgreyd', async () => {
+  it('Redis killed, then stopped, under load: every request answered 01 05 (00 04 failing closed) meanwhile, decisions resume after its restart without restarting qgreyd', async () => {
     const clockFile = join(dir, 'clock-outage');
     writeFileSync(clockFile, '0\n');
     const [open] = await startMany(1, standalone.url, dir, clockFile);
@@ -204,9 +204,23 @@ describe('several qgreyd on one Redis', { skip: REDIS_SKIP }, () => {
         if ([open, closed].every((d) => replies.some((r) => r.d === d && r.phase === 'restarting' && r.reply === '0001'))) break;
         await sleep(50);
       }
+      // a Redis that is there but does not answer (stopped): answers within qmail-smtpd's 3 s
+      // (query() gives up after 2 s)
+      phase = 'paused';
+      standalone.nodes[0].pause();
+      await sleep(2000);
+      standalone.nodes[0].resume();
+      phase = 'resumed';
+      for (let i = 0; i < 200; i++) {
+        if ([open, closed].every((d) => replies.some((r) => r.d === d && r.phase === 'resumed' && r.reply === '0001'))) break;
+        await sleep(50);
+      }
       stop = true;
       await Promise.all(loops);
-      assert.ok(replies.every((r) => r.reply !== null), 'every request answered');
+      assert.ok(replies.every((r) => r.reply !== null), 'every request answered, within 2 s');
+      const paused = replies.filter((r) => r.phase === 'paused');
+      assert.ok(paused.filter((r) => r.reply === '0105' || r.reply === '0004').length > 10, 'not decided while Redis is stopped');
+      for (const d of [open, closed]) assert.ok(replies.some((r) => r.d === d && r.phase === 'resumed' && r.reply === '0001'), 'decisions resumed after SIGCONT');
       const during = replies.filter((r) => r.phase === 'down');
       assert.ok(during.length > 20, 'load went on during the outage');
       // what was in flight as Redis died may have been decided; everything else is "not decided"
@@ -216,8 +230,9 @@ describe('several qgreyd on one Redis', { skip: REDIS_SKIP }, () => {
       for (const d of [open, closed]) {
         assert.ok(replies.some((r) => r.d === d && r.phase === 'restarting' && r.reply === '0001'), 'decisions resumed');
         assert.equal(d.proc.exitCode, null, 'qgreyd still running');
-        assert.equal(d.lines.filter((l) => l.startsWith('error store ')).length, 1, 'the outage logged once');
-        assert.equal(d.lines.filter((l) => l.startsWith('store recovered ')).length, 1, 'the recovery logged once');
+        // the kill and the stop: each outage logged once, and its end
+        assert.equal(d.lines.filter((l) => l.startsWith('error store ')).length, 2, 'each outage logged once');
+        assert.equal(d.lines.filter((l) => l.startsWith('store recovered ')).length, 2, 'each recovery logged once');
       }
       assert.deepEqual([open.proc.pid, closed.proc.pid], pids);
     } finally {

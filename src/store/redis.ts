@@ -34,9 +34,10 @@ const CAPABILITIES: StoreCapabilities = {
   indexExpiry: false,
 };
 
-/** How long one command may take before it counts as failed. Two round trips (read, commit)
- *  plus a retry after a conflict stay well inside qmail-smtpd's 3 s wait. */
-export const COMMAND_TIMEOUT_MS = 600;
+/** How long one command may take before it counts as failed. A batch makes at most three
+ *  round trips (the IPs, their triplets, the commit), and a request may wait for the batch
+ *  before its own: 2 x 3 x 400 ms stays inside qmail-smtpd's 3 s wait. */
+export const COMMAND_TIMEOUT_MS = 400;
 /** Connecting (or reconnecting) may take this long before the attempt counts as failed. */
 export const CONNECT_TIMEOUT_MS = 1000;
 /** Reconnect backoff: first, and at most. */
