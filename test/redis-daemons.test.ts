@@ -219,7 +219,10 @@ describe('several qgreyd on one Redis', { skip: REDIS_SKIP }, () => {
       await Promise.all(loops);
       assert.ok(replies.every((r) => r.reply !== null), 'every request answered, within 2 s');
       const paused = replies.filter((r) => r.phase === 'paused');
-      assert.ok(paused.filter((r) => r.reply === '0105' || r.reply === '0004').length > 10, 'not decided while Redis is stopped');
+      // each of the six loops waits out one command timeout per request; what was in flight as
+      // Redis stopped may have been decided
+      const undecided = paused.filter((r) => r.reply === '0105' || r.reply === '0004').length;
+      assert.ok(paused.length >= 6 && undecided >= paused.length - 6, `not decided while Redis is stopped: ${JSON.stringify(paused.map((r) => r.reply))}`);
       for (const d of [open, closed]) assert.ok(replies.some((r) => r.d === d && r.phase === 'resumed' && r.reply === '0001'), 'decisions resumed after SIGCONT');
       const during = replies.filter((r) => r.phase === 'down');
       assert.ok(during.length > 20, 'load went on during the outage');

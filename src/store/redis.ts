@@ -34,42 +34,64 @@ const CAPABILITIES: StoreCapabilities = {
   indexExpiry: false,
 };
 
-/** How long one command may take before it counts as failed. A batch makes at most three
- *  round trips (the IPs, their triplets, the commit), and a request may wait for the batch
- *  before its own: 2 x 3 x 400 ms stays inside qmail-smtpd's 3 s wait. */
-export const COMMAND_TIMEOUT_MS = 400;
+/** How long one command may take before it counts as failed. A Redis that is down or stopped
+ *  fails a batch at its first command, so a request waits at most two of these (the batch
+ *  before its own, then its own). Shorter ones failed bulk work (an import, a dump) on a
+ *  loaded machine. */
+export const COMMAND_TIMEOUT_MS = 600;
 /** Connecting (or reconnecting) may take this long before the attempt counts as failed. */
 export const CONNECT_TIMEOUT_MS = 1000;
 /** Reconnect backoff: first, and at most. */
 export const RECONNECT_FIRST_MS = 100;
 export const RECONNECT_MAX_MS = 5000;
+/** keys per MGET: large enough for a whole batch, small enough not to stall Redis */
+const MGET_CHUNK = 10_000;
+/** groups per script call: a call runs alone in Redis, so it stays short */
+const COMMIT_CHUNK = 500;
 
-// KEYS: the group's keys. ARGV[1]: how many of them are expectations (the first ones).
-// Then per key i: expected value ('' = absent; only for the first n), new value ('' = leave,
-// '-' = delete), TTL in ms ('' = none). Returns 1, or on a conflict the current values of the
-// expected keys (false = absent) after a 0.
+// Applies commit groups in order, each only if its expectations hold (see CommitGroup).
+// KEYS: every group's keys, group after group. ARGV[1]: the number of groups; then per group:
+// its key count, how many of them are expectations (the first ones), and per key: expected
+// value ('' = absent; only for expectations), new value ('' = leave, '-' = delete), TTL in ms
+// ('' = none). Returns per group 1 (applied) or, on a conflict, 0 followed by the current
+// values of its expected keys (false = absent).
 const COMMIT_SCRIPT = `
-local n = tonumber(ARGV[1])
-for i = 1, n do
-  local cur = redis.call('GET', KEYS[i])
-  if (cur or '') ~= ARGV[3 * i - 1] then
+local groups = tonumber(ARGV[1])
+local a = 2
+local k = 1
+local out = {}
+for g = 1, groups do
+  local nk = tonumber(ARGV[a])
+  local ne = tonumber(ARGV[a + 1])
+  a = a + 2
+  local holds = true
+  for i = 0, ne - 1 do
+    if (redis.call('GET', KEYS[k + i]) or '') ~= ARGV[a + 3 * i] then
+      holds = false
+      break
+    end
+  end
+  if holds then
+    for i = 0, nk - 1 do
+      local v = ARGV[a + 3 * i + 1]
+      if v == '-' then
+        redis.call('DEL', KEYS[k + i])
+      elseif v ~= '' then
+        local ttl = ARGV[a + 3 * i + 2]
+        if ttl == '' then redis.call('SET', KEYS[k + i], v) else redis.call('SET', KEYS[k + i], v, 'PX', ttl) end
+      end
+    end
+    out[g] = 1
+  else
     local now = {0}
-    for j = 1, n do now[j + 1] = redis.call('GET', KEYS[j]) end
-    return now
+    for i = 0, ne - 1 do now[i + 2] = redis.call('GET', KEYS[k + i]) end
+    out[g] = now
   end
+  k = k + nk
+  a = a + 3 * nk
 end
-for i = 1, #KEYS do
-  local v = ARGV[3 * i]
-  if v == '-' then
-    redis.call('DEL', KEYS[i])
-  elseif v ~= '' then
-    local ttl = ARGV[3 * i + 1]
-    if ttl == '' then redis.call('SET', KEYS[i], v) else redis.call('SET', KEYS[i], v, 'PX', ttl) end
-  end
-end
-return 1
+return out
 `;
-
 const COMMIT_SHA = createHash('sha1').update(COMMIT_SCRIPT).digest('hex');
 
 type Client = Redis | Cluster;
@@ -241,7 +263,7 @@ export class RedisStore implements GreylistStore {
     if (keys.length === 0) return [];
     let raw: Array<string | null>;
     try {
-      raw = await this.getMany(keys.map(redisKeyOf));
+      raw = await this.getMany(keys.map(redisKeyOf), keys);
     } catch (e) {
       throw this.failed(e);
     }
@@ -249,37 +271,77 @@ export class RedisStore implements GreylistStore {
     return raw.map(parseValue);
   }
 
-  /** GET of many keys: one MGET per slot group would need grouping; GETs pipeline into one
-   *  write per server anyway. */
-  private getMany(rkeys: string[]): Promise<Array<string | null>> {
-    return Promise.all(rkeys.map((k) => this.client.get(k)));
+  /** Values of Redis keys, in order: one MGET on a single server (chunked), one per client IP
+   *  on a Cluster (an MGET must stay within one slot; one IP's keys share one). */
+  private async getMany(rkeys: string[], recordKeys: readonly string[]): Promise<Array<string | null>> {
+    if (!this.target.cluster) {
+      if (rkeys.length <= MGET_CHUNK) return this.client.mget(rkeys);
+      const parts: Array<Promise<Array<string | null>>> = [];
+      for (let i = 0; i < rkeys.length; i += MGET_CHUNK) parts.push(this.client.mget(rkeys.slice(i, i + MGET_CHUNK)));
+      return (await Promise.all(parts)).flat();
+    }
+    const byTag = new Map<string, number[]>();
+    for (let i = 0; i < recordKeys.length; i++) {
+      const t = slotGroup(recordKeys[i]);
+      let list = byTag.get(t);
+      if (list === undefined) byTag.set(t, (list = []));
+      list.push(i);
+    }
+    const out = new Array<string | null>(rkeys.length);
+    await Promise.all(
+      [...byTag.values()].map(async (idx) => {
+        const vals = await this.client.mget(idx.map((i) => rkeys[i]));
+        idx.forEach((i, j) => (out[i] = vals[j]));
+      }),
+    );
+    return out;
   }
 
   async commit(groups: readonly CommitGroup[]): Promise<CommitResult> {
     this.check();
-    const calls: Array<Promise<unknown>> = [];
-    const owner: number[] = [];
+    // one script call per slot (per client IP on a Cluster, everything on one server), the
+    // groups in their order within it; a call holds at most COMMIT_CHUNK groups
+    const calls = new Map<string, Array<{ owner: number; keys: string[]; args: string[] }>>();
     for (let g = 0; g < groups.length; g++) {
       for (const part of this.split(groups[g])) {
-        calls.push(this.runGroup(part));
-        owner.push(g);
+        const tag = this.target.cluster ? slotGroup(part.expect.length > 0 ? part.expect[0][0] : part.changes[0][0]) : '';
+        let list = calls.get(tag);
+        if (list === undefined) calls.set(tag, (list = []));
+        list.push({ owner: g, ...this.encodeGroup(part) });
       }
     }
-    let results: unknown[];
+    const runs: Array<Promise<void>> = [];
+    const results: Array<{ owner: number; reply: unknown }> = [];
+    for (const list of calls.values()) {
+      for (let i = 0; i < list.length; i += COMMIT_CHUNK) {
+        const chunk = list.slice(i, i + COMMIT_CHUNK);
+        const keys: string[] = [];
+        const args: string[] = [String(chunk.length)];
+        for (const c of chunk) {
+          for (const k of c.keys) keys.push(k);
+          for (const a of c.args) args.push(a);
+        }
+        runs.push(
+          this.evalCommit(keys, args).then((reply) => {
+            if (!Array.isArray(reply) || reply.length !== chunk.length) throw new Error(`the commit script answered ${JSON.stringify(reply)}`);
+            chunk.forEach((c, j) => results.push({ owner: c.owner, reply: reply[j] }));
+          }),
+        );
+      }
+    }
     try {
-      results = await Promise.all(calls);
+      await Promise.all(runs);
     } catch (e) {
       throw this.failed(e);
     }
     this.worked();
     let conflicts: CommitResult = null;
-    for (let i = 0; i < results.length; i++) {
-      const r = results[i];
-      if (r === 1) continue;
-      if (!Array.isArray(r)) throw this.failed(new Error(`the commit script answered ${JSON.stringify(r)}`));
+    for (const { owner, reply } of results) {
+      if (reply === 1) continue;
+      if (!Array.isArray(reply)) throw this.failed(new Error(`the commit script answered ${JSON.stringify(reply)} for a group`));
       (conflicts ??= new Map()).set(
-        owner[i],
-        (r.slice(1) as Array<string | null>).map(parseValue),
+        owner,
+        (reply.slice(1) as Array<string | null>).map(parseValue),
       );
     }
     return conflicts;
@@ -310,12 +372,14 @@ export class RedisStore implements GreylistStore {
     return [...byTag.values()].map((changes) => ({ expect: [], changes }));
   }
 
-  private runGroup(group: CommitGroup): Promise<unknown> {
+  /** A group as the script reads it: its keys, and its count, expectation count and per-key
+   *  triples. */
+  private encodeGroup(group: CommitGroup): { keys: string[]; args: string[] } {
     const n = group.expect.length;
     // a key both expected and changed is passed once: its expectation and its change together
     const index = new Map<string, number>();
     const keys: string[] = [];
-    const args: string[] = [String(n)];
+    const args: string[] = ['', String(n)];
     for (const [k, v] of group.expect) {
       index.set(k, keys.length);
       keys.push(redisKeyOf(k));
@@ -323,7 +387,7 @@ export class RedisStore implements GreylistStore {
     }
     if (index.size !== n) {
       // the same key expected twice: the values must agree, and one check does
-      return Promise.reject(new StoreError('QGREYD_STORE_IO', 'a commit group expects one key twice'));
+      throw new StoreError('QGREYD_STORE_IO', 'a commit group expects one key twice');
     }
     for (const [k, t] of group.changes) {
       let i = index.get(k);
@@ -334,21 +398,22 @@ export class RedisStore implements GreylistStore {
         args.push('', '', '');
       }
       if (t === null) {
-        args[3 * i + 2] = '-';
-        args[3 * i + 3] = '';
+        args[3 * i + 3] = '-';
+        args[3 * i + 4] = '';
       } else {
         const ttl = this.ttlMs(k, t);
         if (ttl !== null && ttl <= 0) {
           // already dead: storing it would only make a record no decision may use
-          args[3 * i + 2] = '-';
-          args[3 * i + 3] = '';
+          args[3 * i + 3] = '-';
+          args[3 * i + 4] = '';
         } else {
-          args[3 * i + 2] = String(t);
-          args[3 * i + 3] = ttl === null ? '' : String(ttl);
+          args[3 * i + 3] = String(t);
+          args[3 * i + 4] = ttl === null ? '' : String(ttl);
         }
       }
     }
-    return this.evalCommit(keys, args);
+    args[0] = String(keys.length);
+    return { keys, args };
   }
 
   /** EVALSHA, and EVAL when the server does not have the script yet (a new or restarted
@@ -397,7 +462,10 @@ export class RedisStore implements GreylistStore {
       const part = keys.slice(i, i + chunk);
       let raw: Array<string | null>;
       try {
-        raw = await this.getMany(part.map((p) => p[1]));
+        raw = await this.getMany(
+          part.map((p) => p[1]),
+          part.map((p) => p[0]),
+        );
       } catch (e) {
         throw this.failed(e);
       }
