@@ -81,4 +81,22 @@ describe('qgreyctl on a qgreyd on Redis', { skip: REDIS_SKIP }, () => {
     assert.equal((await ctl(['--state', join(dir, 'b'), 'forget', '198.51.100.9', 'q@x.example', 'w@y.example'])).code, 0);
     assert.equal(cli(port, 'exists', 'qgreyd:1:G:{198.51.100.9} q@x.example w@y.example').trim(), '0');
   });
+
+  it('with the daemon stopped, qgreyctl --store works on the Redis itself', async () => {
+    await a.stop();
+    const state = ['--state', join(dir, 'a')];
+    const now = Math.floor(Date.now() / 1000);
+    const save = join(dir, 'savefile2');
+    writeFileSync(save, `G ${now - 7200} 192.0.2.77 c@x.example d@y.example\n`);
+    const imp = await ctl([...state, 'import', '--store', redis.url, save]);
+    assert.equal(imp.code, 0, imp.stderr + imp.stdout);
+    const ttl = Number(cli(redis.nodes[0].port, 'ttl', 'qgreyd:1:G:{192.0.2.77} c@x.example d@y.example'));
+    assert.ok(Math.abs(ttl - 10 * 3600) <= 10, `TTL from the record's time (${ttl})`);
+    const dump = await ctl([...state, 'dump', '--store', redis.url, '--ip', '192.0.2.77']);
+    assert.equal(dump.code, 0, dump.stderr);
+    assert.match(dump.stdout, /192\.0\.2\.77 <c@x\.example> <d@y\.example>/);
+    assert.equal(await query(b.port, '192.0.2.77', 'c@x.example', ['d@y.example']), '0103', 'the running MX sees the import');
+    const bad = await ctl([...state, 'stats', '--store', 'redis://x:1:2']);
+    assert.equal(bad.code, 100);
+  });
 });

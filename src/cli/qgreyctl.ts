@@ -19,6 +19,7 @@ import { storeDirFor } from '../savefile.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
 import { formatHtml } from '../report-html.js';
 import { StoreError } from '../store/leveldb.js';
+import { parseStoreUrl, StoreUrlError, type RedisTarget } from '../store/redis-url.js';
 import { warningText, Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, parseListen, UsageError } from './args.js';
 import { cmdSpfWhitelist, SPF_WHITELIST_HELP } from './spf-whitelist.js';
@@ -48,6 +49,8 @@ commands:
                 When qgreyd runs, qgreyctl works through DIR/admin.sock; else it opens DIR itself.
   --wait S      (after COMMAND) seconds to wait for each answer from a running daemon
                 (default ${DEFAULT_WAIT_MS / 1000}); no answer in time: exit 111.
+  --store URL   (after COMMAND) the daemon's --store (default: QGREYD_STORE): with the
+                daemon stopped, qgreyctl works on that Redis itself.
   COMMAND --help shows a command's options.
 
 exit codes: 0 done (accept, match); 1 a "no" (defer, no match, nothing to forget);
@@ -161,7 +164,7 @@ interface Parsed {
 }
 
 function parse(cmd: string, argv: string[], spec: { string?: string[]; boolean?: string[]; alias?: Record<string, string> }): Parsed {
-  const strings = [...(spec.string ?? []), 'state', '_'];
+  const strings = [...(spec.string ?? []), 'state', 'store', '_'];
   const bools = [...(spec.boolean ?? []), 'help'];
   const known = new Set<string>([...strings, ...bools, ...Object.keys(spec.alias ?? {}), ...Object.values(spec.alias ?? {}), 'h']);
   const unknown: string[] = [];
@@ -225,6 +228,18 @@ function settingsArgs(cmd: string, a: minimist.ParsedArgs): { settings: Settings
   return { settings: settingsFrom(v.t, v.g, v.m), given };
 }
 
+/** --store URL (or QGREYD_STORE): the Redis of a qgreyd run with --store, for when it is stopped. */
+function storeArg(a: minimist.ParsedArgs): RedisTarget | null {
+  const text = last(a.store) ?? process.env.QGREYD_STORE ?? '';
+  if (text === '') return null;
+  try {
+    return parseStoreUrl(text);
+  } catch (e) {
+    if (e instanceof StoreUrlError) throw new Usage(e.message);
+    throw e;
+  }
+}
+
 /** --wait SECONDS: how long a command waits for each answer from a running daemon. */
 function waitArg(cmd: string, a: minimist.ParsedArgs): number {
   const raw = last(a.wait);
@@ -248,7 +263,7 @@ async function withBackend<T>(
   fn: (b: Backend) => Promise<T>,
 ): Promise<T> {
   const { settings, given } = settingsArgs(cmd, a);
-  const backend = await openBackend({ stateDir: stateDir(a, globalState), settings, create, waitMs: waitArg(cmd, a) });
+  const backend = await openBackend({ stateDir: stateDir(a, globalState), settings, create, waitMs: waitArg(cmd, a), store: storeArg(a) });
   if (backend.mode === 'daemon' && given.length > 0) {
     process.stderr.write(`qgreyctl: ${cmd}: the daemon is running, so its own settings apply (${settingsText(backend.settings)}); ${given.join(' ')} ignored\n`);
   }
