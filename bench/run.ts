@@ -2,12 +2,18 @@
 //
 //   node dist/bench/run.js [--duration 10] [--clients 32] [--seed 1] [--new 0.4] [--retry 0.3]
 //        [--hot 0.3] [--stored 0] [--big] [--count 1000000] [--no-sweep] [--node-loadgen] [--keep]
+//        [--rounds 1] [--compare OTHER/qgreyd.js] [--perl PATH [--perl-port 1999] [--perl-args '-m 0.05 -w {whitelist} 127.0.0.1 {save}']]
 //
 // Standard set: the bare dgram baseline and qgreyd on an empty store, both driven by the same
 // load generator in the same run, so the ratio means something on a shared, noisy machine.
 // --big: fill COUNT live triplets; start-up time to the first reply; throughput and peak RSS
 // with them stored; then (unless --no-sweep) COUNT dead triplets and the expiry sweep's effect
 // on latency.
+// --rounds N: the standard set N times, alternating, with the median and range of each ratio.
+// --compare FILE: another build's dist/src/cli/qgreyd.js in each round (qgreyd/compared).
+// --perl PATH: greydaemon itself (run with perl) in each round, on --perl-port, with
+// --perl-args ({whitelist}, {save} and {port} filled in); each round then also gives
+// qgreyd/greydaemon.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,6 +37,12 @@ const count = Number(args.count ?? 1_000_000);
 const mix = ['new', 'retry', 'hot', 'stored'].flatMap((k) => (args[k] === undefined ? [] : [`--${k}`, String(args[k])]));
 /** -m 0.05 (3 s): within a 10 s run, retries meet both "too soon" and "passed" */
 const DAEMON_FLAGS = ['-m', '0.05'];
+const rounds = Number(args.rounds ?? 1);
+/** another build's qgreyd.js (e.g. the last release), run in each round as well */
+const compare = typeof args.compare === 'string' && args.compare !== '' ? resolve(args.compare) : null;
+const perl = typeof args.perl === 'string' && args.perl !== '' ? resolve(args.perl) : null;
+const perlPort = Number(args['perl-port'] ?? 1999);
+const perlArgs = String(args['perl-args'] ?? '-m 0.05 -w {whitelist} 127.0.0.1 {save}');
 
 interface LoadResult {
   generator: string;
@@ -106,7 +118,7 @@ interface Running {
 }
 
 /** Starts qgreyd with its log going to a file (as it would go to multilog), on a known port. */
-async function startQgreyd(stateDir: string, extra: string[] = [], profileDir?: string): Promise<Running> {
+async function startQgreyd(stateDir: string, extra: string[] = [], profileDir?: string, program = QGREYD): Promise<Running> {
   const port = await freePort();
   const wl = join(work, 'whitelist');
   writeFileSync(wl, BENCH_WHITELIST);
@@ -114,7 +126,7 @@ async function startQgreyd(stateDir: string, extra: string[] = [], profileDir?: 
   const fd = openSync(logFile, 'w');
   const node = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const spawnedAt = Date.now();
-  const proc = spawn(process.execPath, [...node, QGREYD, ...DAEMON_FLAGS, ...extra, '-w', wl, `127.0.0.1:${port}`, stateDir], { stdio: ['ignore', fd, 'inherit'] });
+  const proc = spawn(process.execPath, [...node, program, ...DAEMON_FLAGS, ...extra, '-w', wl, `127.0.0.1:${port}`, stateDir], { stdio: ['ignore', fd, 'inherit'] });
   closeSync(fd);
   const exited = new Promise<void>((r) => proc.on('exit', () => r()));
   return {
@@ -185,8 +197,8 @@ interface Row {
 const rows: Row[] = [];
 const notes: string[] = [];
 
-async function qgreydRun(name: string, stateDir: string, extra: string[] = [], loadExtra: string[] = []): Promise<Row> {
-  const d = await startQgreyd(stateDir, extra, args.profile ? join(work, 'profile') : undefined);
+async function qgreydRun(name: string, stateDir: string, extra: string[] = [], loadExtra: string[] = [], program = QGREYD): Promise<Row> {
+  const d = await startQgreyd(stateDir, extra, args.profile ? join(work, 'profile') : undefined, program);
   const first = await firstReply(d);
   if (first === null) throw new Error(`qgreyd did not answer; log in ${d.logFile}`);
   let hwm = 0;
@@ -206,19 +218,51 @@ function fmtRow(x: Row, base: number): string {
 
 async function main(): Promise<void> {
   say(`bench: work dir ${work}; ${clients} clients, ${duration} s per run, generator ${loadgen === '' ? 'node' : 'C'}`);
-  // baseline
-  const b = spawn(process.execPath, [join(DIST, 'bench', 'baseline.js'), String(await freePort())], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const bport = await new Promise<number>((res) => b.stdout!.once('data', (c: Buffer) => res(Number(/:(\d+)/.exec(c.toString())![1]))));
-  const base = await runLoad(bport);
-  const brss = peakRss(b.pid!).hwmMb;
-  b.kill('SIGTERM');
-  rows.push({ name: 'bare dgram baseline', r: base, rss: brss });
-  say(`bench: baseline ${base.rps} req/s`);
+  const ratios: Record<string, number[]> = { 'qgreyd / baseline': [] };
+  if (compare !== null) {
+    ratios['compared build / baseline'] = [];
+    ratios['qgreyd / compared build'] = [];
+  }
+  if (perl !== null) {
+    ratios['greydaemon / baseline'] = [];
+    ratios['qgreyd / greydaemon'] = [];
+  }
+  let base!: LoadResult;
+  let e!: Row;
+  for (let round = 1; round <= rounds; round++) {
+    const b = spawn(process.execPath, [join(DIST, 'bench', 'baseline.js'), String(await freePort())], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const bport = await new Promise<number>((res) => b.stdout!.once('data', (c: Buffer) => res(Number(/:(\d+)/.exec(c.toString())![1]))));
+    base = await runLoad(bport);
+    const brss = peakRss(b.pid!).hwmMb;
+    b.kill('SIGTERM');
+    rows.push({ name: `bare dgram baseline${rounds > 1 ? ` (round ${round})` : ''}`, r: base, rss: brss });
+    say(`bench: baseline ${base.rps} req/s`);
 
-  const empty = join(work, 'empty');
-  fillStore(empty, 0, false);
-  const e = await qgreydRun('qgreyd, empty store', empty);
-  say(`bench: qgreyd empty store ${e.r.rps} req/s`);
+    const empty = join(work, `empty-${round}`);
+    fillStore(empty, 0, false);
+    e = await qgreydRun(`qgreyd, empty store${rounds > 1 ? ` (round ${round})` : ''}`, empty);
+    rmSync(empty, { recursive: true, force: true });
+    say(`bench: qgreyd empty store ${e.r.rps} req/s`);
+    ratios['qgreyd / baseline'].push(e.r.rps / base.rps);
+    if (compare !== null) {
+      const dir = join(work, `compare-${round}`);
+      fillStore(dir, 0, false);
+      const c = await qgreydRun(`compared build ${compare}${rounds > 1 ? ` (round ${round})` : ''}`, dir, [], [], compare);
+      rmSync(dir, { recursive: true, force: true });
+      ratios['compared build / baseline'].push(c.r.rps / base.rps);
+      ratios['qgreyd / compared build'].push(e.r.rps / c.r.rps);
+    }
+    if (perl !== null) {
+      const g = await perlRun(round);
+      ratios['greydaemon / baseline'].push(g.r.rps / base.rps);
+      ratios['qgreyd / greydaemon'].push(e.r.rps / g.r.rps);
+    }
+  }
+  for (const [name, v] of Object.entries(ratios)) {
+    if (v.length === 0) continue;
+    const sorted = [...v].sort((x, y) => x - y);
+    notes.push(`${name}: median ${sorted[Math.floor(sorted.length / 2)].toFixed(2)}x, range ${sorted[0].toFixed(2)}-${sorted[sorted.length - 1].toFixed(2)} over ${v.length} round(s)`);
+  }
 
   if (args.big) {
     const live = join(work, 'live');
@@ -227,8 +271,26 @@ async function main(): Promise<void> {
     const d = await startQgreyd(live);
     const first = await firstReply(d);
     await d.stop();
-    notes.push(`start-up with ${count.toLocaleString('en-US')} stored: first reply ${first ?? 'none'} ms after spawn (node start-up included)`);
+    notes.push(`start-up with ${count.toLocaleString('en-US')} stored, after a clean stop: first reply ${first ?? 'none'} ms after spawn (node start-up included)`);
     say(`bench: ${notes[notes.length - 1]}`);
+    {
+      // under load, then SIGKILL: the next start replays the log and walks LevelDB
+      const k = await startQgreyd(live);
+      await firstReply(k);
+      let lg: ChildProcess | null = null;
+      const load = runLoad(k.port, ['--duration', '3'], (p) => (lg = p));
+      await new Promise((r) => setTimeout(r, 2000));
+      k.proc.kill('SIGKILL');
+      await new Promise<void>((r) => k.proc.once('exit', () => r()));
+      (lg as ChildProcess | null)?.kill('SIGINT');
+      await load.catch(() => undefined);
+      const again = await startQgreyd(live);
+      const firstKilled = await firstReply(again, 120_000);
+      const rss = peakRss(again.proc.pid!).rssMb;
+      await again.stop();
+      notes.push(`start-up with ${count.toLocaleString('en-US')} stored, after SIGKILL under load: first reply ${firstKilled ?? 'none'} ms after spawn; RSS then ${rss.toFixed(0)} MB`);
+      say(`bench: ${notes[notes.length - 1]}`);
+    }
     const big = await qgreydRun(`qgreyd, ${fmtCount(count)} stored`, live);
     say(`bench: qgreyd ${count} stored ${big.r.rps} req/s`);
     notes.push(`with ${fmtCount(count)} stored: ${((100 * big.r.rps) / e.r.rps).toFixed(0)}% of the empty-store throughput`);
@@ -258,6 +320,32 @@ async function main(): Promise<void> {
   if (!args.keep) rmSync(work, { recursive: true, force: true });
 }
 
+/** greydaemon on the same load, with the same whitelist; its save file starts empty. */
+async function perlRun(round: number): Promise<Row> {
+  const wl = join(work, 'whitelist');
+  writeFileSync(wl, BENCH_WHITELIST);
+  const save = join(work, `greydaemon-save-${round}`);
+  writeFileSync(save, '');
+  const argv = perlArgs
+    .split(/\s+/)
+    .filter(Boolean)
+    .map((a) => a.replace('{whitelist}', wl).replace('{save}', save).replace('{port}', String(perlPort)));
+  const logFile = join(work, `greydaemon-${round}.log`);
+  const fd = openSync(logFile, 'w');
+  const proc = spawn('perl', [perl!, ...argv], { stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  const exited = new Promise<void>((r) => proc.on('exit', () => r()));
+  const d: Running = { proc, port: perlPort, logFile, spawnedAt: Date.now(), stop: async () => void (proc.kill('SIGTERM'), await exited) };
+  if ((await firstReply(d)) === null) throw new Error(`greydaemon did not answer on port ${perlPort}; its output is in ${logFile}`);
+  const r = await runLoad(perlPort);
+  const hwm = peakRss(proc.pid!).hwmMb;
+  await d.stop();
+  const row: Row = { name: `greydaemon (round ${round})`, r, rss: hwm };
+  rows.push(row);
+  say(`bench: greydaemon ${r.rps} req/s`);
+  return row;
+}
+
 function fmtCount(n: number): string {
   return n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n);
 }
@@ -280,7 +368,7 @@ async function sweepRun(dir: string, ref: Row): Promise<void> {
     notes.push('sweep: did not finish within 300 s');
     return;
   }
-  const m = /scanned=(\d+) deleted=(\d+) ms=(\d+)/.exec(sw.line)!;
+  const m = /scanned=(\d+) deleted=(\d+) .*ms=(\d+)$/.exec(sw.line)!;
   const sweepMs = Number(m[3]);
   const endRel = sw.at - r.start_ms;
   const startRel = endRel - sweepMs;

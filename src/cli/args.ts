@@ -24,8 +24,10 @@ export interface Options {
   sync: boolean;
   /** --allow: client networks that may query; empty: the default for the listen address */
   allow: string[];
-  /** --cache-size: records the store's LRU cache holds */
+  /** --cache-size: accepted for old run scripts; the local store keeps every record in its index */
   cacheSize: number;
+  /** --max-records: the most records the store's index holds; past it new records are refused */
+  maxRecords: number;
   /** --fail-closed: a request that cannot be decided is deferred (00 04), not accepted (01 05) */
   failClosed: boolean;
   /** --store (or QGREYD_STORE): the shared Redis store; null: the LevelDB store in stateDir */
@@ -39,6 +41,8 @@ export interface Options {
 }
 
 export const DEFAULT_CACHE_SIZE = 100_000;
+/** 20M records: an index of 2^25 slots, 402 MB */
+export const DEFAULT_MAX_RECORDS = 20_000_000;
 
 export type Parsed =
   | { kind: 'run'; options: Options }
@@ -49,7 +53,7 @@ export type Parsed =
 export class UsageError extends Error {}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
-              [--sync] [--allow CIDR]... [--cache-size N] [--fail-closed] [--store URL]
+              [--sync] [--allow CIDR]... [--max-records N] [--fail-closed] [--store URL]
               [ipaddr[:port] [statedir]]
        qgreyd --repair [statedir]
 
@@ -73,7 +77,9 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
                               ranges or addresses, several per value separated by blanks
                               or commas). Default: loopback only when every listen
                               address is loopback, everyone (with a warning) otherwise
-      --cache-size N          records kept in the memory cache (${DEFAULT_CACHE_SIZE})
+      --max-records N         records the store holds at most (${DEFAULT_MAX_RECORDS}); past
+                              it a request that would add one is not decided
+      --cache-size N          ignored (every record is in memory); kept for old scripts
       --fail-closed           when a request cannot be decided (store unavailable,
                               overload, shutdown) answer defer (00 04), not accept (01 05)
       --store URL             keep the records in Redis, shared by several qgreyd:
@@ -95,7 +101,7 @@ const NUMERIC: Array<[flag: string, name: string, unit: string, min: number, all
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): Parsed {
   const unknown: string[] = [];
   const a = minimist(argv, {
-    string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size', 'store'],
+    string: ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size', 'max-records', 'store'],
     boolean: ['d', 'help', 'version', 'sync', 'repair', 'fail-closed'],
     alias: { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' },
     unknown: (arg) => {
@@ -146,6 +152,14 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     }
     cacheSize = Number(rawCache.trim());
   }
+  let maxRecords = DEFAULT_MAX_RECORDS;
+  const rawMax = last(a['max-records']);
+  if (rawMax !== undefined) {
+    if (!/^\d{1,10}$/.test(rawMax.trim()) || Number(rawMax.trim()) < 1 || Number(rawMax.trim()) > 1_000_000_000) {
+      throw new UsageError(`--max-records: ${JSON.stringify(rawMax)} is not a whole number of records from 1 to 1000000000; give e.g. --max-records ${DEFAULT_MAX_RECORDS}`);
+    }
+    maxRecords = Number(rawMax.trim());
+  }
 
   const storeText = last(a.store) ?? env.QGREYD_STORE ?? '';
   let store: RedisTarget | null = null;
@@ -178,6 +192,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       sync: Boolean(a.sync),
       allow,
       cacheSize,
+      maxRecords,
       store,
       listen,
       failClosed: Boolean(a['fail-closed']),

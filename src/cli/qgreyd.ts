@@ -185,7 +185,7 @@ async function main(argv: string[]): Promise<void> {
     store = await Store.open(options.stateDir, {
       program: 'qgreyd',
       sync: options.sync,
-      cacheSize: options.cacheSize,
+      maxRecords: options.maxRecords,
       onHealth: (h) =>
         log.line(
           h.state === 'failed'

@@ -6,7 +6,8 @@ export type StoreErrorCode =
   | 'QGREYD_STORE_ACCESS'
   | 'QGREYD_STORE_CORRUPT'
   | 'QGREYD_STORE_FORMAT'
-  | 'QGREYD_STORE_IO';
+  | 'QGREYD_STORE_IO'
+  | 'QGREYD_STORE_FULL';
 
 export class StoreError extends Error {
   constructor(

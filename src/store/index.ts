@@ -12,15 +12,16 @@
 // Deletion shifts later entries of the probe run back (no tombstones), so a lookup never
 // scans further than the run it lands in and the table never fills with dead slots.
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { open as openAsync } from 'node:fs/promises';
 
 const OCCUPIED = 0x80000000;
 /** the slot time that says: look in `odd` */
 const ODD = 0xffffffff;
 const IP_BIT = 0x40000000;
 const HASH_HI = 0x3fffffff;
-/** grow when more than this fraction of slots is taken */
-const MAX_LOAD = 0.5;
-const MIN_CAPACITY = 1 << 16;
+/** grow when more than this fraction of slots is taken: 10M records fit 2^24 slots (201 MB) */
+const MAX_LOAD = 0.625;
+const MIN_CAPACITY = 1 << 12;
 
 export class RecordIndex {
   private hi: Uint32Array;
@@ -133,6 +134,47 @@ export class RecordIndex {
       stamp.copy(header, 16);
       writeAll(fd, header);
       for (const a of [this.hi, this.lo, this.time]) writeAll(fd, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** A copy of the table as it is now, for saveCopy() to write in the background; null when
+   *  the table holds odd times (which a snapshot cannot). */
+  copy(): IndexCopy | null {
+    if (this.odd.size > 0) return null;
+    return { hi: this.hi.slice(), lo: this.lo.slice(), time: this.time.slice(), count: this.count };
+  }
+
+  /** Writes a copy() to a file without blocking the event loop. */
+  static async saveCopy(path: string, stamp: Buffer, c: IndexCopy): Promise<void> {
+    const f = await openAsync(path, 'w', 0o600);
+    try {
+      const header = Buffer.alloc(HEADER_BYTES);
+      header.write(MAGIC, 0, 'latin1');
+      header.writeUInt32LE(c.hi.length, 8);
+      header.writeUInt32LE(c.count, 12);
+      stamp.copy(header, 16);
+      await f.write(header);
+      for (const a of [c.hi, c.lo, c.time]) await f.write(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+      await f.sync();
+    } finally {
+      await f.close();
+    }
+  }
+
+  /** The stamp a saved table carries, or null when there is no readable one. */
+  static stampOf(path: string): Buffer | null {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch {
+      return null;
+    }
+    try {
+      const header = Buffer.alloc(HEADER_BYTES);
+      if (readSync(fd, header, 0, HEADER_BYTES, 0) !== HEADER_BYTES || header.toString('latin1', 0, 8) !== MAGIC) return null;
+      return Buffer.from(header.subarray(16, 32));
     } finally {
       closeSync(fd);
     }
@@ -253,6 +295,13 @@ export class RecordIndex {
     this.h1 = ((a & HASH_HI) | OCCUPIED | (ip ? IP_BIT : 0)) >>> 0;
     this.h2 = b >>> 0;
   }
+}
+
+export interface IndexCopy {
+  hi: Uint32Array;
+  lo: Uint32Array;
+  time: Uint32Array;
+  count: number;
 }
 
 const MAGIC = 'QGIDX001';

@@ -32,8 +32,10 @@ export { FORMAT_KEY, FORMAT_VERSION, IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDb
 export { StoreError, type StoreErrorCode } from './errors.js';
 
 export interface StoreOptions {
-  /** how many records the cache holds (default 100000) */
+  /** ignored: every record is in the index (kept so that older callers compile) */
   cacheSize?: number;
+  /** the most records the store holds; a commit that would add more is refused */
+  maxRecords?: number;
   /** fsync each batch: survives power loss, not only process death (default false) */
   sync?: boolean;
   /** told when the store fails at run time, when a reopen fails, and when it is back */
@@ -77,10 +79,20 @@ const FEED_BATCH = 50_000;
 const WAL_ROTATE_BYTES = 64 << 20;
 /** the index saved at a clean close, beside LevelDB */
 export const SNAPSHOT_FILE = 'index.snapshot';
+/** the index saved while running, with the first log it does not hold: a start after a crash
+ *  loads it and replays the logs since, instead of walking LevelDB */
+export const LIVE_SNAPSHOT_FILE = 'index.snapshot.live';
+/** a live snapshot is saved after this many bytes of log, or this long after the last one
+ *  when anything was committed since */
+const LIVE_SNAPSHOT_BYTES = 64 << 20;
+const LIVE_SNAPSHOT_MS = 5 * 60_000;
+
+export type IndexSource = 'snapshot' | 'live-snapshot' | 'walk';
 
 export class Store implements GreylistStore {
   readonly capabilities = CAPABILITIES;
   private readonly sync: boolean;
+  private readonly maxRecords: number;
   private closed = false;
   private failure: Failure | null = null;
   private reopening: Promise<void> | null = null;
@@ -97,6 +109,17 @@ export class Store implements GreylistStore {
   /** commits made, and how many of them LevelDB holds */
   private commits = 0;
   private fedCommits = 0;
+  /** how the index was loaded at open */
+  indexSource: IndexSource = 'walk';
+  /** logs from this sequence on are kept: the saved live snapshot (or the one being saved)
+   *  needs them */
+  private keepFrom: number | null = null;
+  private snapshotting: Promise<void> | null = null;
+  private logBytesAtSnapshot = 0;
+  private logBytes = 0;
+  // 0: the first feed after open saves one, so that a crash soon after a start is cheap too
+  private lastSnapshot = 0;
+  private commitsAtSnapshot = 0;
 
   private constructor(
     private db: Db,
@@ -107,6 +130,7 @@ export class Store implements GreylistStore {
     private wal: WalWriter,
   ) {
     this.sync = opts.sync ?? false;
+    this.maxRecords = opts.maxRecords ?? Infinity;
   }
 
   get location(): string {
@@ -135,15 +159,41 @@ export class Store implements GreylistStore {
     try {
       const replayed = await replayWal(db, path);
       const snapshot = join(path, SNAPSHOT_FILE);
+      const live = join(path, LIVE_SNAPSHOT_FILE);
       // a snapshot is the index only of the LevelDB files it was saved beside (their names,
       // sizes and times: any other writer changes them), and a log replayed since means
       // LevelDB has changed after it
       let index = stamp !== null && !replayed.changed ? RecordIndex.load(snapshot, stamp) : null;
-      // from here on the snapshot must not be trusted again unless close() saves a new one
+      let source: IndexSource = index !== null ? 'snapshot' : 'walk';
+      if (index === null) {
+        // after a crash: the snapshot saved while running, plus every log written since it
+        // (those are kept until the next one is saved)
+        const liveStamp = RecordIndex.stampOf(live);
+        const from = liveStamp === null ? null : liveSnapshotSeq(liveStamp);
+        if (liveStamp !== null && from !== null && logsFrom(replayed.logs, from)) {
+          index = RecordIndex.load(live, liveStamp);
+          if (index !== null) {
+            source = 'live-snapshot';
+            for (const l of replayed.logs) {
+              if (l.seq < from) continue;
+              for (const [key, time] of l.changes) {
+                if (time === null) index.delete(key);
+                else index.set(key, time);
+              }
+            }
+          }
+        }
+      }
+      // from here on no snapshot may be trusted again until one is saved anew
       removeFile(snapshot);
+      removeFile(live);
       index ??= await buildIndex(db);
+      // LevelDB holds the logs now (written with sync)
+      for (const l of replayed.logs) removeFile(l.path);
       const wal = new WalWriter(join(path, walName(replayed.nextSeq)), replayed.nextSeq, opts.sync ?? false);
-      return new Store(db, path, opts, lock, index, wal);
+      const store = new Store(db, path, opts, lock, index, wal);
+      store.indexSource = source;
+      return store;
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e instanceof StoreError ? e : openError(e, path);
@@ -169,6 +219,7 @@ export class Store implements GreylistStore {
       inspectDir(path, true);
       // the repaired store may have lost records the snapshot lists
       removeFile(join(path, SNAPSHOT_FILE));
+      removeFile(join(path, LIVE_SNAPSHOT_FILE));
       await repairLocked(path);
     } catch (e) {
       lock.release();
@@ -233,6 +284,7 @@ export class Store implements GreylistStore {
       changes = accepted;
     }
     if (changes.length === 0) return conflicts;
+    if (this.index.size >= this.maxRecords) this.checkRoom(changes);
     this.append(changes);
     for (let i = 0; i < changes.length; i++) {
       const [key, time] = changes[i];
@@ -260,11 +312,24 @@ export class Store implements GreylistStore {
     await this.commit([{ expect: [], changes: ops }]);
   }
 
+  /** At the bound, a commit that would add a record is refused whole (the request is not
+   *  decided: 01 05, or 00 04 with --fail-closed); refreshing and deleting go on, so the
+   *  sweep makes room again. */
+  private checkRoom(changes: readonly Change[]): void {
+    let adds = 0;
+    for (const [key, time] of changes) if (time !== null && this.index.get(key) === undefined) adds++;
+    if (adds > 0 && this.index.size + adds > this.maxRecords) {
+      throw new StoreError('QGREYD_STORE_FULL', `state directory ${this.dir}: the store holds ${this.index.size} records, the most --max-records allows; new records wait for the sweep to expire old ones, or raise --max-records`, true);
+    }
+  }
+
   /** One frame in the log; the failure state follows whether it could be written. */
   private append(changes: readonly Change[]): void {
     try {
       if (this.wal.broken) this.rotate();
+      const before = this.wal.bytes;
       this.wal.append(changes);
+      this.logBytes += this.wal.bytes - before;
     } catch (e) {
       const message = (e as Error).message;
       if (this.walFailure === null) {
@@ -352,9 +417,56 @@ export class Store implements GreylistStore {
     }
     this.feedBackoffMs = 0;
     this.fedCommits += taken.length;
-    for (const f of walFiles(this.dir)) {
-      if (f.seq < current) removeFile(f.path);
+    this.removeFedLogs(current);
+    if (
+      this.snapshotting === null &&
+      (this.logBytes - this.logBytesAtSnapshot >= LIVE_SNAPSHOT_BYTES || (Date.now() - this.lastSnapshot >= LIVE_SNAPSHOT_MS && this.commits > this.commitsAtSnapshot))
+    ) {
+      void this.saveLiveSnapshot();
     }
+  }
+
+  /** Removes the logs before `below` that LevelDB holds, except those a live snapshot needs. */
+  private removeFedLogs(below: number): void {
+    const limit = this.keepFrom === null ? below : Math.min(below, this.keepFrom);
+    for (const f of walFiles(this.dir)) if (f.seq < limit) removeFile(f.path);
+  }
+
+  /** Saves the index as it is now, in the background, so that a start after a crash loads it
+   *  and replays only the logs written since. The copy and the switch to a new log happen in
+   *  one turn: every commit before is in the older logs, every commit after in the newer. */
+  saveLiveSnapshot(): Promise<void> {
+    if (this.snapshotting !== null || this.closed) return this.snapshotting ?? Promise.resolve();
+    const copy = this.index.copy();
+    if (copy === null) return Promise.resolve();
+    try {
+      this.rotate();
+    } catch {
+      return Promise.resolve();
+    }
+    const seq = this.wal.seq;
+    const previous = this.keepFrom;
+    this.keepFrom = previous === null ? seq : Math.min(previous, seq);
+    this.lastSnapshot = Date.now();
+    this.logBytesAtSnapshot = this.logBytes;
+    this.commitsAtSnapshot = this.commits;
+    const path = join(this.dir, LIVE_SNAPSHOT_FILE);
+    this.snapshotting = RecordIndex.saveCopy(path + '.tmp', liveSnapshotStamp(seq), copy)
+      .then(
+        () => {
+          if (this.closed) return;
+          renameSync(path + '.tmp', path);
+          this.keepFrom = seq;
+        },
+        () => {
+          removeFile(path + '.tmp');
+          this.keepFrom = previous;
+        },
+      )
+      .finally(() => {
+        this.snapshotting = null;
+      });
+    return this.snapshotting;
   }
 
   /** Resolves once LevelDB holds every committed change (what a scan reads). */
@@ -430,11 +542,16 @@ export class Store implements GreylistStore {
   /** Compacts the whole key range, so that the space of deleted records goes back to the
    *  file system. LevelDB does it on its own threads: reads and writes go on meanwhile. */
   async compact(): Promise<void> {
+    await this.snapshotting?.catch(() => undefined);
     await this.flush();
-    // LevelDB holds everything: the logs can go, so that their space comes back as well
-    if (this.pendingCount === 0 && this.feeding === null) {
+    // LevelDB holds everything: the logs can go, so that their space comes back as well (the
+    // live snapshot that needed them goes too; the next feed saves a new one)
+    if (this.pendingCount === 0 && this.feeding === null && this.snapshotting === null) {
+      removeFile(join(this.dir, LIVE_SNAPSHOT_FILE));
+      this.keepFrom = null;
+      this.lastSnapshot = 0;
       this.rotate();
-      for (const f of walFiles(this.dir)) if (f.seq < this.wal.seq) removeFile(f.path);
+      this.removeFedLogs(this.wal.seq);
     }
     const db = await this.usable();
     const compactRange = (db as unknown as { compactRange?: (start: string, end: string) => Promise<void> }).compactRange;
@@ -463,6 +580,7 @@ export class Store implements GreylistStore {
     } catch {
       // the log keeps what LevelDB did not get
     }
+    await this.snapshotting?.catch(() => undefined);
     this.closed = true;
     if (this.feedTimer !== null) clearTimeout(this.feedTimer);
     await this.reopening?.catch(() => undefined);
@@ -473,7 +591,11 @@ export class Store implements GreylistStore {
     }
     try {
       const clean = fed && this.failure === null;
-      if (clean) for (const f of walFiles(this.dir)) removeFile(f.path);
+      if (clean) {
+        // the clean snapshot replaces the live one and its logs
+        removeFile(join(this.dir, LIVE_SNAPSHOT_FILE));
+        for (const f of walFiles(this.dir)) removeFile(f.path);
+      }
       await this.db.close().catch((e: unknown) => {
         if (this.failure === null) throw e;
       });
@@ -735,12 +857,14 @@ function openError(e: unknown, path: string): StoreError {
   return new StoreError('QGREYD_STORE_IO', `state directory ${path}: cannot open the store (${detail})`, true);
 }
 
-/** Replays every log file into LevelDB (synchronously written), then removes them. */
-async function replayWal(db: Db, dir: string): Promise<{ changed: boolean; nextSeq: number }> {
+/** Replays every log file into LevelDB (synchronously written); the caller removes them. */
+async function replayWal(db: Db, dir: string): Promise<{ changed: boolean; nextSeq: number; logs: Array<{ seq: number; path: string; changes: Change[] }> }> {
   const files = walFiles(dir);
   let changed = false;
+  const logs: Array<{ seq: number; path: string; changes: Change[] }> = [];
   for (const f of files) {
     const { changes } = readWal(f.path);
+    logs.push({ seq: f.seq, path: f.path, changes });
     for (let i = 0; i < changes.length; i += FEED_BATCH) {
       const batch = db.batch();
       for (const [key, time] of changes.slice(i, i + FEED_BATCH)) {
@@ -751,8 +875,30 @@ async function replayWal(db: Db, dir: string): Promise<{ changed: boolean; nextS
       changed = true;
     }
   }
-  for (const f of files) removeFile(f.path);
-  return { changed, nextSeq: files.length === 0 ? 1 : files[files.length - 1].seq + 1 };
+  return { changed, nextSeq: files.length === 0 ? 1 : files[files.length - 1].seq + 1, logs };
+}
+
+/** A live snapshot's stamp: "LIVESNAP", then the first log sequence it does not hold. */
+function liveSnapshotStamp(seq: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.write('LIVESNAP', 0, 'latin1');
+  b.writeUInt32LE(seq, 8);
+  return b;
+}
+
+function liveSnapshotSeq(stamp: Buffer): number | null {
+  return stamp.toString('latin1', 0, 8) === 'LIVESNAP' ? stamp.readUInt32LE(8) : null;
+}
+
+/** Whether the logs from `seq` on are all there: seq itself and every one after it. */
+function logsFrom(logs: ReadonlyArray<{ seq: number }>, seq: number): boolean {
+  let expect = seq;
+  for (const l of logs) {
+    if (l.seq < seq) continue;
+    if (l.seq !== expect) return false;
+    expect++;
+  }
+  return expect > seq;
 }
 
 /** The index from LevelDB, record by record: what a start after a crash costs (a clean stop
