@@ -176,9 +176,10 @@ async function main(argv: string[]): Promise<void> {
       });
     } catch (e) {
       lock?.release();
-      if (e instanceof StoreError || (e instanceof Error && 'code' in e && typeof e.code === 'string' && e.code.startsWith('QGREYD_STORE'))) {
-        fail(e.message, (e as { temporary?: boolean }).temporary === true ? EXIT_TEMPORARY : EXIT_PERMANENT);
-      }
+      if (e instanceof StoreError) fail(e.message, e.temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
+      // the pid file could not be made at all
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== undefined) fail(`state directory ${stateDir}: cannot create its pid file (${code})`, EXIT_TEMPORARY);
       throw e;
     }
   } else try {

@@ -288,8 +288,8 @@ export class RedisStore implements GreylistStore {
       list.push(i);
     }
     const out = new Array<string | null>(rkeys.length);
-    await Promise.all(
-      [...byTag.values()].map(async (idx) => {
+    await inWaves(
+      [...byTag.values()].map((idx) => async () => {
         const vals = await this.client.mget(idx.map((i) => rkeys[i]));
         idx.forEach((i, j) => (out[i] = vals[j]));
       }),
@@ -310,7 +310,7 @@ export class RedisStore implements GreylistStore {
         list.push({ owner: g, ...this.encodeGroup(part) });
       }
     }
-    const runs: Array<Promise<void>> = [];
+    const runs: Array<() => Promise<void>> = [];
     const results: Array<{ owner: number; reply: unknown }> = [];
     for (const list of calls.values()) {
       for (let i = 0; i < list.length; i += COMMIT_CHUNK) {
@@ -321,7 +321,7 @@ export class RedisStore implements GreylistStore {
           for (const k of c.keys) keys.push(k);
           for (const a of c.args) args.push(a);
         }
-        runs.push(
+        runs.push(() =>
           this.evalCommit(keys, args).then((reply) => {
             if (!Array.isArray(reply) || reply.length !== chunk.length) throw new Error(`the commit script answered ${JSON.stringify(reply)}`);
             chunk.forEach((c, j) => results.push({ owner: c.owner, reply: reply[j] }));
@@ -330,7 +330,7 @@ export class RedisStore implements GreylistStore {
       }
     }
     try {
-      await Promise.all(runs);
+      await inWaves(runs);
     } catch (e) {
       throw this.failed(e);
     }
@@ -496,6 +496,14 @@ export class RedisStore implements GreylistStore {
       this.client.disconnect();
     }
   }
+}
+
+/** Runs the calls WAVE at a time, in order: thousands of calls at once (a bulk import over a
+ *  Cluster, one call per client IP) would each wait behind all the others and time out on a
+ *  busy machine, while a wave's calls still share one write per server. */
+const WAVE = 256;
+async function inWaves(calls: ReadonlyArray<() => Promise<void>>): Promise<void> {
+  for (let i = 0; i < calls.length; i += WAVE) await Promise.all(calls.slice(i, i + WAVE).map((c) => c()));
 }
 
 /** The SCAN pattern that covers every Redis key of records starting with `prefix` (the
