@@ -190,8 +190,11 @@ export class RedisStore implements GreylistStore {
       client = new Redis({ ...common, host: target.nodes[0].host, port: target.nodes[0].port, db: target.db, enableOfflineQueue: false, retryStrategy: retry });
     }
     const store = new RedisStore(client, target, opts);
-    // errors come back from the commands; without a listener ioredis would print each one
-    client.on('error', () => undefined);
+    // errors come back from the commands; without a listener ioredis would print each one.
+    // The connection's own error (a refused certificate, a wrong password) says more than
+    // the "Connection is closed" a command then gets: kept for the start-up message
+    let connectionError: string | null = null;
+    client.on('error', (e: Error) => (connectionError = e.message));
     client.on('ready', () => store.recovered());
     try {
       await client.connect();
@@ -200,7 +203,8 @@ export class RedisStore implements GreylistStore {
     } catch (e) {
       client.disconnect();
       if (e instanceof StoreError) throw e;
-      throw new StoreError('QGREYD_STORE_IO', `Redis at ${describeTarget(target)}: ${message(e)}; start it, or check --store`, true);
+      const why = connectionError !== null && connectionError !== message(e) ? `${connectionError} (${message(e)})` : message(e);
+      throw new StoreError('QGREYD_STORE_IO', `Redis at ${describeTarget(target)}: ${why}; start it, or check --store`, true);
     }
     return store;
   }
