@@ -75,6 +75,8 @@ const CAPABILITIES: StoreCapabilities = {
 const FEED_MS = 100;
 /** changes per LevelDB batch write in the feed */
 const FEED_BATCH = 50_000;
+/** changes added to a feed batch in one turn */
+const FEED_SLICE = 2_000;
 /** a log file this large is closed at the next feed, and deleted once LevelDB holds it */
 const WAL_ROTATE_BYTES = 64 << 20;
 /** the index saved at a clean close, beside LevelDB */
@@ -402,6 +404,9 @@ export class Store implements GreylistStore {
             await batch.write({ sync: this.sync });
             batch = db.batch();
             n = 0;
+          } else if (n % FEED_SLICE === 0) {
+            // adding to a batch runs on the main thread: requests get their turns between slices
+            await new Promise<void>((r) => setImmediate(r));
           }
         }
       }
