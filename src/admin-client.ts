@@ -21,8 +21,11 @@ import {
 } from './admin-ops.js';
 import { adminSocketPath, MAX_SOCKET_PATH, readJsonLines, socketAddress, writeJsonLine } from './admin.js';
 import { unixNow } from './daemon/queue.js';
-import type { Settings } from './policy.js';
+import { expiresAt, type Settings } from './policy.js';
+import { isIpKey } from './store/keys.js';
 import { Store, StoreError } from './store/leveldb.js';
+import { RedisStore } from './store/redis.js';
+import type { RedisTarget } from './store/redis-url.js';
 
 /** An error qgreyctl reports on one line and exits with `exit` (100 permanent, 111 temporary). */
 export class CtlError extends Error {
@@ -55,6 +58,8 @@ export interface OpenOptions {
   create: boolean;
   /** how long to wait for each answer from a running daemon (ms) */
   waitMs?: number;
+  /** the daemon's --store: with the daemon stopped, qgreyctl works on that Redis itself */
+  store?: RedisTarget | null;
 }
 
 /** A paused or wedged daemon must not hang qgreyctl (and the cron job or monitor that runs
@@ -97,6 +102,16 @@ export async function openBackend(opts: OpenOptions): Promise<Backend> {
   const waitMs = opts.waitMs ?? DEFAULT_WAIT_MS;
   const sock = await connect(sockPath, waitMs);
   if (sock !== null) return DaemonBackend.start(sock, dir, waitMs);
+  if (opts.store !== undefined && opts.store !== null) {
+    const settings = opts.settings;
+    try {
+      // TTLs from the records' times and these settings, as the daemon sets them
+      return new DirectBackend(await RedisStore.open(opts.store, { expiresAt: (k, t) => expiresAt(isIpKey(k), t, settings) }), settings);
+    } catch (e) {
+      if (e instanceof StoreError) throw new CtlError(e.message, e.temporary ? 111 : 100);
+      throw e;
+    }
+  }
 
   if (!existsSync(dir) && !opts.create) {
     throw new CtlError(`state directory ${dir} does not exist; give the daemon's state directory with --state`, 100);
@@ -176,12 +191,14 @@ class DirectBackend implements Backend {
   readonly mode = 'direct' as const;
   private readonly ctx: OpsContext;
 
-  constructor(private readonly store: Store, readonly settings: Settings) {
-    this.ctx = { store, settings, clock: unixNow, exclusive: (fn) => fn(), write: (ops) => store.write(ops) };
+  constructor(private readonly store: Store | RedisStore, readonly settings: Settings) {
+    // a shared store takes the administrator's changes unconditionally, as the daemon does
+    const write = store instanceof RedisStore ? (ops: Parameters<OpsContext['write']>[0]) => store.commit([{ expect: [], changes: ops }]).then(() => undefined) : (ops: Parameters<OpsContext['write']>[0]) => store.write(ops);
+    this.ctx = { store, settings, clock: unixNow, exclusive: (fn) => fn(), write };
   }
 
   get stateDir(): string {
-    return this.store.dir;
+    return this.store instanceof RedisStore ? this.store.location : this.store.dir;
   }
 
   dump(filter: DumpFilter): AsyncIterable<SaveRecord[]> {

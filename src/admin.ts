@@ -19,7 +19,6 @@ import { allow, dump, saveFileIp, shownSender, forgetIp, forgetTriplet, Importer
 import type { Greylist } from './daemon/queue.js';
 import { escapeField, quoted, type LineWriter } from './log.js';
 import type { LiveCounters } from './metrics.js';
-import type { Store } from './store/leveldb.js';
 
 export const ADMIN_SOCKET = 'admin.sock';
 export const ADMIN_PROTOCOL_VERSION = 1;
@@ -102,7 +101,8 @@ export class AdminServer {
 
   constructor(
     private readonly greylist: Greylist,
-    private readonly store: Store,
+    /** only its directory: the socket lives there (a shared store's state directory too) */
+    store: { readonly dir: string },
     private readonly log: LineWriter,
     private readonly version = '',
     /** the daemon's counters, added to a stats answer */

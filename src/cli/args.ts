@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import minimist from 'minimist';
 import type { ListenSpec } from '../daemon/listen.js';
 import { parsePrefix, type Prefixes } from '../network.js';
+import { parseStoreUrl, StoreUrlError, type RedisTarget } from '../store/redis-url.js';
 import { parseRange } from '../whitelist.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
@@ -39,6 +40,8 @@ export interface Options {
   exceptions: string | null;
   /** --max-pending N: stored triplets per client network before new ones are refused */
   maxPending: number | null;
+  /** --store (or QGREYD_STORE): the shared Redis store; null: the LevelDB store in stateDir */
+  store: RedisTarget | null;
   /** every listen address, in the order given */
   listen: ListenSpec[];
   /** --metrics: where to serve /metrics, or null for no metrics server */
@@ -62,7 +65,7 @@ export type Parsed =
 export class UsageError extends Error {}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
-              [--sync] [--allow CIDR]... [--max-records N] [--fail-closed]
+              [--sync] [--allow CIDR]... [--max-records N] [--fail-closed] [--store URL]
               [--ipv4-prefix N] [--ipv6-prefix N] [--normalise-senders]
               [--exceptions FILE] [--max-pending N]
               [--metrics [HOST:]PORT]
@@ -74,7 +77,8 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
                  separated by commas: 127.0.0.1,192.0.2.25. 0.0.0.0 means every IPv4
                  address of this host, :: every IPv4 and IPv6 address (re-read on SIGHUP)
   statedir       LevelDB state directory, created if missing (default ${DEFAULT_STATE}); a
-                 greydaemon save file here is imported once into statedir.qgreyd
+                 greydaemon save file here is imported once into statedir.qgreyd.
+                 With --store it holds only the admin socket and the pid file
 
   -t, --timeout DAYS          a known-good IP stays known this long after its last use (7)
   -g, --grey-window HOURS     latest acceptable retry after first sight (12)
@@ -105,6 +109,11 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
       --metrics [HOST:]PORT   serve live counters in the Prometheus text format at
                               http://HOST:PORT/metrics (HOST defaults to 127.0.0.1;
                               [::1]:9419 for IPv6; port 0 picks a free port)
+      --store URL             keep the records in Redis, shared by several qgreyd:
+                              redis://[user:password@]host:port[/db], rediss://... (TLS),
+                              redis-cluster://host:port[,host:port...]. Default: the
+                              QGREYD_STORE environment variable (keeps a password out of
+                              ps), else LevelDB in statedir
       --repair                rebuild a corrupt store with LevelDB's repair, then exit
       --help, --version
 Values may be fractional: -m 0.05 is three seconds.`;
@@ -116,10 +125,10 @@ const NUMERIC: Array<[flag: string, name: string, unit: string, min: number, all
   ['m', 'min-resend', 'minutes', 0, true],
 ];
 
-const STRING_FLAGS = ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size', 'max-records', 'ipv4-prefix', 'ipv6-prefix', 'exceptions', 'max-pending', 'metrics'];
+const STRING_FLAGS = ['u', 'w', 's', 't', 'g', 'm', 'allow', 'cache-size', 'max-records', 'ipv4-prefix', 'ipv6-prefix', 'exceptions', 'max-pending', 'metrics', 'store'];
 const ALIASES = { d: 'debug', u: 'user', w: 'whitelist', s: 'sweep', t: 'timeout', g: 'grey-window', m: 'min-resend' };
 
-export function parseArgs(argv: string[]): Parsed {
+export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): Parsed {
   const unknown: string[] = [];
   const a = minimist(keepNegativeValues(argv, [...STRING_FLAGS, ...Object.values(ALIASES)]), {
     string: STRING_FLAGS,
@@ -202,6 +211,16 @@ export function parseArgs(argv: string[]): Parsed {
   }
 
   const metrics = parseMetrics(last(a.metrics));
+  const storeText = last(a.store) ?? env.QGREYD_STORE ?? '';
+  let store: RedisTarget | null = null;
+  if (storeText !== '') {
+    try {
+      store = parseStoreUrl(storeText);
+    } catch (e) {
+      if (e instanceof StoreUrlError) throw new UsageError(e.message);
+      throw e;
+    }
+  }
 
   const pos = a._.map(String);
   if (pos.length > 2) throw new UsageError(`too many arguments (${pos.slice(2).join(' ')}); expected [ipaddr[:port] [statedir]]`);
@@ -228,6 +247,7 @@ export function parseArgs(argv: string[]): Parsed {
       allow,
       cacheSize,
       maxRecords,
+      store,
       listen,
       failClosed: Boolean(a['fail-closed']),
       metrics,

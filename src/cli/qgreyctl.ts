@@ -20,6 +20,7 @@ import { storeDirFor } from '../savefile.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report.js';
 import { formatHtml } from '../report-html.js';
 import { StoreError } from '../store/leveldb.js';
+import { parseStoreUrl, StoreUrlError, type RedisTarget } from '../store/redis-url.js';
 import { warningText, Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, keepNegativeValues, parseListen, UsageError } from './args.js';
 import { readSettings, settingsPath } from './recorded-settings.js';
@@ -51,6 +52,8 @@ commands:
   --wait S      (after COMMAND) seconds to wait for each answer from a running daemon
                 (default ${DEFAULT_WAIT_MS / 1000}; query: for the UDP reply, default 3); no answer
                 in time: exit 111. --timeout always means days (the daemon's -t).
+  --store URL   (after COMMAND) the daemon's --store (default: QGREYD_STORE): with the
+                daemon stopped, qgreyctl works on that Redis itself.
   COMMAND --help shows a command's options.
 
 exit codes: 0 done (accept, match); 1 a "no" (defer, no match, nothing to forget);
@@ -168,7 +171,7 @@ interface Parsed {
 }
 
 function parse(cmd: string, argv: string[], spec: { string?: string[]; boolean?: string[]; alias?: Record<string, string> }): Parsed {
-  const strings = [...(spec.string ?? []), 'state', '_'];
+  const strings = [...(spec.string ?? []), 'state', 'store', '_'];
   // --timeout is days (the daemon's -t) wherever it is taken; a wait in seconds is --wait
   const known0 = new Set([...strings, ...Object.keys(spec.alias ?? {}), ...Object.values(spec.alias ?? {})]);
   if (!known0.has('timeout') && argv.some((x) => /^--timeout(=|$)/.test(x))) {
@@ -265,6 +268,18 @@ function settingsArgs(cmd: string, a: minimist.ParsedArgs, dir: string | null): 
   return { settings: settingsFrom(v.t, v.g, v.m), given, source: given.length > 0 ? 'flags' : fromFile ? 'recorded' : 'defaults' };
 }
 
+/** --store URL (or QGREYD_STORE): the Redis of a qgreyd run with --store, for when it is stopped. */
+function storeArg(a: minimist.ParsedArgs): RedisTarget | null {
+  const text = last(a.store) ?? process.env.QGREYD_STORE ?? '';
+  if (text === '') return null;
+  try {
+    return parseStoreUrl(text);
+  } catch (e) {
+    if (e instanceof StoreUrlError) throw new Usage(e.message);
+    throw e;
+  }
+}
+
 /** --wait SECONDS: how long a command waits for each answer from a running daemon. */
 function waitArg(cmd: string, a: minimist.ParsedArgs): number {
   const raw = last(a.wait);
@@ -293,7 +308,7 @@ async function withBackend<T>(
   const dir = stateDir(a, globalState);
   const { settings, given, source } = settingsArgs(cmd, a, dir);
   settingsSource = source;
-  const backend = await openBackend({ stateDir: dir, settings, create, waitMs: waitArg(cmd, a) });
+  const backend = await openBackend({ stateDir: dir, settings, create, waitMs: waitArg(cmd, a), store: storeArg(a) });
   if (backend.mode === 'daemon' && given.length > 0) {
     process.stderr.write(`qgreyctl: ${cmd}: the daemon is running, so its own settings apply (${settingsText(backend.settings)}); ${given.join(' ')} ignored\n`);
   }

@@ -10,19 +10,26 @@ import { fileURLToPath } from 'node:url';
 import { isIP } from 'node:net';
 import { isLoopback } from '../daemon/access.js';
 import { isWildcard } from '../daemon/listen.js';
+import { parseStoreUrl, StoreUrlError } from '../store/redis-url.js';
 import { parseListenList, UsageError } from './args.js';
 import { lookupUser, type Account } from './privileges.js';
 
 export const EXIT_PERMANENT = 100;
 export const EXIT_TEMPORARY = 111;
 
-const USAGE = `usage: qgreyd-conf daemon-user log-user service-dir [ipaddr[:port]]
+const USAGE = `usage: qgreyd-conf daemon-user log-user service-dir [ipaddr[:port]] [--store URL]
 
 Creates service-dir (it must not exist) for daemontools: run, log/run, env/ (the settings,
 one file each), whitelist, data/ (the state, owned by daemon-user, mode 0700) and log/main
 (owned by log-user). ipaddr:port defaults to 127.0.0.1:1999; several addresses, separated
 by commas, share one port (127.0.0.1,192.0.2.25:1999). Run it as root; without root, both
-users must be you (for your own svscan).`;
+users must be you (for your own svscan).
+
+  --store URL   keep the records in Redis, shared with other MX servers' qgreyd
+                (redis://[user:password@]host:port[/db], rediss://..., redis-cluster://
+                host:port[,host:port...]); written to env/STORE, mode 0600, which qgreyd
+                gets in its environment, not on its command line. Default: env/STORE
+                empty (LevelDB in data/).`;
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const RUN_TEMPLATE = join(PACKAGE_ROOT, 'supervise', 'qgreyd', 'run');
@@ -98,6 +105,8 @@ interface Plan {
   /** listen addresses, sharing one port (env/IP, env/PORT) */
   hosts: string[];
   port: number;
+  /** --store URL for env/STORE, or '' */
+  store: string;
 }
 
 function plan(argv: string[]): Plan {
@@ -105,6 +114,23 @@ function plan(argv: string[]): Plan {
     process.stdout.write(USAGE + '\n');
     process.exit(0);
   }
+  let store = '';
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--store' || a.startsWith('--store=')) {
+      const v = a === '--store' ? argv[++i] : a.slice('--store='.length);
+      if (v === undefined || v === '') throw new ConfError('--store: needs a URL, e.g. --store redis://10.0.0.5:6379', EXIT_PERMANENT);
+      try {
+        parseStoreUrl(v);
+      } catch (e) {
+        if (e instanceof StoreUrlError) throw new ConfError(e.message, EXIT_PERMANENT);
+        throw e;
+      }
+      store = v;
+    } else rest.push(a);
+  }
+  argv = rest;
   if (argv.length < 3 || argv.length > 4) throw new ConfError(USAGE, EXIT_PERMANENT);
   const [daemonName, logName, dirArg, listenArg] = argv;
   if (dirArg === '') throw new ConfError('service-dir: an empty path; give e.g. /var/qmail/supervise/qgreyd', EXIT_PERMANENT);
@@ -158,7 +184,7 @@ function plan(argv: string[]): Plan {
   if (root && !canReach(daemon, parent)) {
     throw new ConfError(`${daemon.name} cannot reach ${parent} (a directory on the way is not searchable by it), so qgreyd could not open its state there; choose another place, or make the path searchable (chmod o+x)`, EXIT_PERMANENT);
   }
-  return { dir, daemon, log, root, hosts: [...new Set(listen.map((l) => l.host))], port };
+  return { dir, daemon, log, root, hosts: [...new Set(listen.map((l) => l.host))], port, store };
 }
 
 function create(p: Plan): void {
@@ -214,6 +240,8 @@ function create(p: Plan): void {
       METRICS: '',
     };
     for (const [name, value] of Object.entries(env)) file(join(p.dir, 'env', name), value === '' ? '' : value + '\n', 0o644);
+    // it may hold a Redis password: readable by root (the run script) only
+    file(join(p.dir, 'env', 'STORE'), p.store === '' ? '' : p.store + '\n', 0o600);
     copyFileSync(SAMPLE_WHITELIST, join(p.dir, 'whitelist'));
     chmodSync(join(p.dir, 'whitelist'), 0o644);
     copyFileSync(SAMPLE_EXCEPTIONS, join(p.dir, 'exceptions'));

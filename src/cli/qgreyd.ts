@@ -12,12 +12,15 @@ import { LineWriter, quoted } from '../log.js';
 import { Exceptions, ExceptionsError } from '../exceptions.js';
 import { Metrics, type LiveCounters, type MetricsServer } from '../metrics.js';
 import { PendingCounts } from '../pending.js';
-import { settingsFrom, type Grouping } from '../policy.js';
+import { expiresAt, settingsFrom, type Grouping } from '../policy.js';
 import { isWildcard } from '../daemon/listen.js';
 import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
 import { ListenError, Server } from '../daemon/server.js';
 import { Store, StoreError } from '../store/leveldb.js';
-import { TRIPLET_PREFIX } from '../store/keys.js';
+import { isIpKey, TRIPLET_PREFIX } from '../store/keys.js';
+import { RedisStore } from '../store/redis.js';
+import { describeTarget } from '../store/redis-url.js';
+import { StoreLock } from '../store/lock.js';
 import { Whitelist, WhitelistError, whitelistFiles, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
@@ -110,8 +113,11 @@ async function main(argv: string[]): Promise<void> {
   // what a scrape and qgreyctl stats read, filled in as the parts below come up
   const startedAt = Math.floor(Date.now() / 1000);
   let gl: Greylist | null = null;
-  let store: Store | null = null;
+  let store: Store | RedisStore | null = null;
   let lastSweep: LiveCounters['lastSweep'] = null;
+  // the directory of the admin socket, the pid file and the recorded settings: the LevelDB
+  // store's own, or with --store the state directory given
+  const stateDirOf = (s: Store | RedisStore): string => (s instanceof RedisStore ? resolve(options.stateDir) : s.dir);
   const metrics: Metrics | null =
     options.metrics === null
       ? null
@@ -163,7 +169,8 @@ async function main(argv: string[]): Promise<void> {
 
   // greydaemon's last argument is its save file: imported once into a store directory beside
   // it, before -u so that the directory can be made for the user wherever the file lies
-  try {
+  // with --store the records are in Redis: the state path is a directory (admin socket, pid file)
+  if (options.store === null) try {
     // the store directory beside a save file is written before secureStateDir() runs: its
     // place must pass the same check first
     checkStatePath(storeDirFor(options.stateDir).dir, account);
@@ -186,7 +193,45 @@ async function main(argv: string[]): Promise<void> {
     throw e;
   }
 
-  try {
+  // A test hook, not a setting: QGREYD_TEST_CLOCK_FILE names a file holding seconds to add to
+  // the wall clock, read at start and on SIGUSR2, so tests can jump the daemon's clock
+  // without touching the machine's.
+  const testClockFile = process.env.QGREYD_TEST_CLOCK_FILE;
+  let testOffsetMs = 0;
+  const readTestClock = () => {
+    if (testClockFile !== undefined) testOffsetMs = Number(readFileSync(testClockFile, 'utf8').trim()) * 1000 || 0;
+  };
+  readTestClock();
+  const wallMs = testClockFile === undefined ? Date.now : () => Date.now() + testOffsetMs;
+
+  let lock: StoreLock | null = null;
+  const stateDir = resolve(options.stateDir);
+  if (options.store !== null) {
+    const where = describeTarget(options.store);
+    try {
+      // one qgreyd per state directory: the admin socket and pid file are its own
+      const r = StoreLock.acquire(stateDir, 'qgreyd');
+      if (!r.ok) fail(`state directory ${stateDir} is in use by ${r.holder !== null ? `${r.holder.program} pid ${r.holder.pid}` : 'a process that is starting'}; give each qgreyd its own`, EXIT_TEMPORARY);
+      lock = r.lock;
+      store = await RedisStore.open(options.store, {
+        expiresAt: (key, time) => expiresAt(isIpKey(key), time, settings),
+        clock: () => wallMs() / 1000,
+        onHealth: (h) =>
+          log.line(
+            h.state === 'failed'
+              ? `error store store=${where} ${quoted(h.error)} answering=${options.failClosed ? 'defer' : 'accept'} retry-in=${h.retryInMs}ms`
+              : `store recovered store=${where} after=${h.afterMs}ms`,
+          ),
+      });
+    } catch (e) {
+      lock?.release();
+      if (e instanceof StoreError) fail(e.message, e.temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
+      // the pid file could not be made at all
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== undefined) fail(`state directory ${stateDir}: cannot create its pid file (${code})`, EXIT_TEMPORARY);
+      throw e;
+    }
+  } else try {
     store = await Store.open(options.stateDir, {
       program: 'qgreyd',
       sync: options.sync,
@@ -205,16 +250,6 @@ async function main(argv: string[]): Promise<void> {
     }
     throw e;
   }
-  // A test hook, not a setting: QGREYD_TEST_CLOCK_FILE names a file holding seconds to add to
-  // the wall clock, read at start and on SIGUSR2, so tests can jump the daemon's clock
-  // without touching the machine's.
-  const testClockFile = process.env.QGREYD_TEST_CLOCK_FILE;
-  let testOffsetMs = 0;
-  const readTestClock = () => {
-    if (testClockFile !== undefined) testOffsetMs = Number(readFileSync(testClockFile, 'utf8').trim()) * 1000 || 0;
-  };
-  readTestClock();
-  const wallMs = testClockFile === undefined ? Date.now : () => Date.now() + testOffsetMs;
   const clock = new ClockWatch(wallMs, () => performance.now(), undefined, settings.timeout * 1000, (j) =>
     log.line(
       j.seconds > 0
@@ -250,9 +285,9 @@ async function main(argv: string[]): Promise<void> {
   server.attach(gl);
   // qgreyctl judges records by these while the daemon is stopped
   try {
-    writeSettings(store.dir, { timeoutDays: options.timeoutDays, greyHours: options.greyHours, minResendMinutes: options.minResendMinutes }, `qgreyd ${ver}`);
+    writeSettings(stateDirOf(store), { timeoutDays: options.timeoutDays, greyHours: options.greyHours, minResendMinutes: options.minResendMinutes }, `qgreyd ${ver}`);
   } catch (e) {
-    log.line(`warning settings not recorded in ${store.dir}, qgreyctl will use its defaults while qgreyd is stopped: ${quoted((e as Error).message)}`);
+    log.line(`warning settings not recorded in ${stateDirOf(store)}, qgreyctl will use its defaults while qgreyd is stopped: ${quoted((e as Error).message)}`);
   }
   const openStore = store;
   const live = async (): Promise<LiveCounters> => ({
@@ -269,7 +304,7 @@ async function main(argv: string[]): Promise<void> {
     ...(options.exceptions === null ? {} : { exceptionEntries: greylist.grouping.exceptions?.size ?? 0, exceptionHits: exceptionHits() }),
   });
   // before the start line, so that qgreyctl finds the socket as soon as the daemon is up
-  const admin = new AdminServer(gl, store, log, ver, live);
+  const admin = new AdminServer(gl, { dir: stateDirOf(openStore) }, log, ver, live);
   const adminError = await admin.listen().then(() => null, (e: Error) => e.message);
 
   const listen = bound.bound.join(',');
@@ -278,7 +313,7 @@ async function main(argv: string[]): Promise<void> {
     log.line(`metrics listen=${a}:${metricsServer.port} url=http://${a}:${metricsServer.port}/metrics`);
   }
   log.line(
-    `start version=${ver} listen=${listen} state=${store.dir} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
+    `start version=${ver} listen=${listen} state=${stateDirOf(store)}${store instanceof RedisStore ? ` store=${store.location}` : ''} timeout=${options.timeoutDays}d grey-window=${options.greyHours}h ` +
       `min-resend=${options.minResendMinutes}m sweep=${options.sweepMinutes}m whitelist=${options.whitelist.join(',') || '-'} ` +
       `whitelist-entries=${whitelist.size} user=${account?.name ?? '-'} sync=${options.sync ? 'yes' : 'no'} debug=${options.debug ? 'yes' : 'no'} ` +
       `allow=${allow} cache-size=${options.cacheSize} fail=${options.failClosed ? 'closed' : 'open'}` +
@@ -316,7 +351,8 @@ async function main(argv: string[]): Promise<void> {
   // every sweep meets a corrupt block again until the store is repaired: say so once
   let corruptLogged = false;
   const sweepTimer = setInterval(() => {
-    if (sweepRunning) return;
+    // a shared store's records expire by their TTLs
+    if (sweepRunning || store instanceof RedisStore) return;
     sweepRunning = true;
     gl.sweep().finally(() => (sweepRunning = false)).then(
       (r) => {
@@ -389,6 +425,7 @@ async function main(argv: string[]): Promise<void> {
       await metricsServer?.close();
       await gl.stop();
       await openStore.close();
+      lock?.release();
       const c = server.counters;
       log.line(
         `stopped received=${c.received} replied=${c.replied} malformed=${c.malformed} store-errors=${c.storeErrors} ` +
