@@ -12,6 +12,10 @@ import type { CommitGroup, StoreHealth, Value } from '../src/store/types.js';
 import { sleep } from './helpers.js';
 import { cli, REDIS_SKIP, REQUIRED, requireRedis, startCluster, startStandalone, type RedisSetup } from './redis-server.js';
 
+// The race test checks atomicity, not speed: on a loaded machine five connections hammering a
+// Cluster can take longer than the daemon's 600 ms command timeout
+const RACE_TIMEOUT_MS = 10_000;
+
 if (REQUIRED) requireRedis();
 
 const S = settingsFrom(7, 12, 5);
@@ -55,7 +59,7 @@ for (const kind of ['standalone', 'cluster'] as const) {
     before(async () => {
       setup = kind === 'cluster' ? await startCluster() : await startStandalone();
       // five "daemons": five connections, each deciding on its own
-      for (let i = 0; i < 5; i++) stores.push(await RedisStore.open(parseStoreUrl(setup.url), { expiresAt: rule, clock: () => T0 }));
+      for (let i = 0; i < 5; i++) stores.push(await RedisStore.open(parseStoreUrl(setup.url), { expiresAt: rule, clock: () => T0, commandTimeoutMs: RACE_TIMEOUT_MS }));
     });
     after(async () => {
       for (const s of stores) await s.close();
