@@ -353,7 +353,7 @@ function fmtCount(n: number): string {
 /** The sweep runs every -s minutes; 0.05 fires it 3 s after start, under load. The load stops
  *  2 s after the first sweep (the one over the dead records) has ended. */
 async function sweepRun(dir: string, ref: Row): Promise<void> {
-  const d = await startQgreyd(dir, ['-s', '0.05']);
+  const d = await startQgreyd(dir, ['-s', '0.05'], args.profile ? join(work, 'profile') : undefined);
   if ((await firstReply(d)) === null) throw new Error('qgreyd did not answer');
   const trace = join(work, 'sweep.trace');
   let lg: ChildProcess | null = null;
