@@ -9,7 +9,7 @@
 // sending worst-case requests in a loop delays another's by at most the batch in progress:
 // the other's request is in the next one. Within one source, requests are decided in arrival
 // order.
-import type { OpsContext } from './admin-ops.js';
+import type { OpsContext } from './admin/ops.js';
 import type { PendingCounts } from './pending.js';
 import { clientKey, decide, GREYDAEMON, isDeadIp, isDeadTriplet, isFuture, tripletKeys, type Decision, type Grouping, type RecordView, type Settings } from './policy.js';
 import { tripletBytes, type Request } from './protocol.js';

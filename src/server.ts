@@ -8,7 +8,7 @@ import { AllowList, RateLimitedCounter } from './access.js';
 import type { ExceptionEntry } from './exceptions.js';
 import type { Greylist, Result } from './greylist.js';
 import type { Decision } from './policy.js';
-import { escapeField, LineWriter, quoted, RateLimitedLines } from './log.js';
+import { escapeField, LineWriter, quoted, RateLimitedLines } from './log/log.js';
 import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
 import type { Metrics } from './metrics.js';
 import { decodeRequest, encodeReply, replyText, type Request, Verdict } from './protocol.js';

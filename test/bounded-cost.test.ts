@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { BATCH_BUDGET, Greylist, requestCost, type Result } from '../src/greylist.js';
-import { LineWriter } from '../src/log.js';
+import { LineWriter } from '../src/log/log.js';
 import { settingsFrom } from '../src/policy.js';
 import { decodeRequest, encodeRequest, MAX_REQUEST_BYTES, type Request } from '../src/protocol.js';
 import { Server } from '../src/server.js';

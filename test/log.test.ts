@@ -6,7 +6,7 @@ import dgram from 'node:dgram';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mock, test } from 'node:test';
-import { RateLimitedLines } from '../src/log.js';
+import { RateLimitedLines } from '../src/log/log.js';
 import { encodeRequest } from '../src/protocol.js';
 import { removeDir, sendRaw, startDaemon, tempDir } from './helpers.js';
 import { UdpPool } from './udp-pool.js';

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { escapeField } from '../src/log.js';
+import { escapeField } from '../src/log/log.js';
 import { encodeRequest } from '../src/protocol.js';
 import { removeDir, sendRaw, startDaemon, tempDir } from './helpers.js';
 

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { forgetIp, Importer } from '../src/admin-ops.js';
+import { forgetIp, Importer } from '../src/admin/ops.js';
 import { Greylist } from '../src/greylist.js';
 import { PendingCounts } from '../src/pending.js';
 import { GREYDAEMON, settingsFrom } from '../src/policy.js';

@@ -5,8 +5,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { formatHtml } from '../src/report-html.js';
-import { buildReport, formatReport, GreydaemonRequests, histogram, network, parseGreydaemonLine, parseLine, senderDomain, splitStamp } from '../src/report.js';
+import { formatHtml } from '../src/report/html.js';
+import { buildReport, formatReport, GreydaemonRequests, histogram, network, parseGreydaemonLine, parseLine, senderDomain, splitStamp } from '../src/report/report.js';
 import { query, ROOT, removeDir, startDaemon, tempDir } from './helpers.js';
 import { ctl } from './ctl-helpers.js';
 

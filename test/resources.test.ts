@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { Level } from 'level';
 import { Greylist } from '../src/greylist.js';
-import { LineWriter } from '../src/log.js';
+import { LineWriter } from '../src/log/log.js';
 import { settingsFrom } from '../src/policy.js';
 import { encodeRequest } from '../src/protocol.js';
 import { MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES, Server } from '../src/server.js';

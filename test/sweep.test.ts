@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, readdirSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { allow, diskUsage, forgetIp, Importer } from '../src/admin-ops.js';
+import { allow, diskUsage, forgetIp, Importer } from '../src/admin/ops.js';
 import { Greylist, type StoreOp } from '../src/greylist.js';
 import { settingsFrom } from '../src/policy.js';
 import { decodeRequest, encodeRequest } from '../src/protocol.js';

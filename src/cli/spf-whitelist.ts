@@ -5,7 +5,7 @@ import { closeSync, fchmodSync, fsyncSync, openSync, readFileSync, renameSync, s
 import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import minimist from 'minimist';
-import { CtlError } from '../admin-client.js';
+import { CtlError } from '../admin/client.js';
 import { keepNegativeValues } from './args.js';
 import { DEFAULT_MAX_LOOKUPS, formatWhitelist, isDomainName, nodeDns, parseDomainList, SpfError, walkSpf, type SpfResult } from '../spf.js';
 

@@ -7,9 +7,9 @@
 // A deferral opens an episode for each of the request's recipients; the first later
 // accepted request for the same message closes it ("came back"). Messages never accepted
 // again either never came back (deferred once: likely spam) or kept trying without passing.
-import { escapeField } from './log.js';
-import { asciiLower, normaliseSender, stripSpaces } from './policy.js';
-import { ipv6Groups, normaliseIp } from './protocol.js';
+import { escapeField } from '../log/log.js';
+import { asciiLower, normaliseSender, stripSpaces } from '../policy.js';
+import { ipv6Groups, normaliseIp } from '../protocol.js';
 
 export interface Decision {
   /** Unix seconds from the line's stamp, when it has one */

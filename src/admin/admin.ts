@@ -15,11 +15,11 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { join, relative } from 'node:path';
-import { allow, dump, saveFileIp, shownSender, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './admin-ops.js';
-import type { Greylist } from './greylist.js';
-import { escapeField, quoted, type LineWriter } from './log.js';
-import type { LiveCounters } from './metrics.js';
-import type { Store } from './store.js';
+import { allow, dump, saveFileIp, shownSender, forgetIp, forgetTriplet, Importer, OpsError, stats, type DumpFilter, type OpsContext, type SaveRecord } from './ops.js';
+import type { Greylist } from '../greylist.js';
+import { escapeField, quoted, type LineWriter } from '../log/log.js';
+import type { LiveCounters } from '../metrics.js';
+import type { Store } from '../store.js';
 
 export const ADMIN_SOCKET = 'admin.sock';
 export const ADMIN_PROTOCOL_VERSION = 1;

@@ -1,5 +1,5 @@
 // qgreyctl's way to the store: through the running daemon's admin socket when one answers,
-// else by opening the store itself. Both sides offer the same operations (src/admin-ops.ts).
+// else by opening the store itself. Both sides offer the same operations (src/admin/ops.ts).
 import { existsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { resolve } from 'node:path';
@@ -18,11 +18,11 @@ import {
   type OpsContext,
   type SaveRecord,
   type Stats,
-} from './admin-ops.js';
+} from './ops.js';
 import { adminSocketPath, MAX_SOCKET_PATH, readJsonLines, socketAddress, writeJsonLine } from './admin.js';
-import { unixNow } from './greylist.js';
-import type { Settings } from './policy.js';
-import { Store, StoreError } from './store.js';
+import { unixNow } from '../greylist.js';
+import type { Settings } from '../policy.js';
+import { Store, StoreError } from '../store.js';
 
 /** An error qgreyctl reports on one line and exits with `exit` (100 permanent, 111 temporary). */
 export class CtlError extends Error {

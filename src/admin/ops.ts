@@ -1,15 +1,15 @@
 // The store operations behind qgreyctl: dump, stats, import, allow, forget. They run in two
 // places: in qgreyctl itself when it holds the store (the daemon is stopped), and in the
-// daemon on qgreyctl's behalf (src/admin.ts). `exclusive` is the seam: the daemon passes
+// daemon on qgreyctl's behalf (src/admin/admin.ts). `exclusive` is the seam: the daemon passes
 // Greylist.exclusive, so changes are serialised with decisions and go through the daemon's
 // cache; alone, it simply runs the function. Every change goes through `write`: in the daemon
 // that is Greylist.write, which a running sweep respects exactly as it respects requests.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { clientKey, GREYDAEMON, isDeadIp, isDeadTriplet, isFuture, keySender, normaliseSender, stripSpaces, tripletKey, asciiLower, type Grouping, type Settings } from './policy.js';
-import { normaliseIp } from './protocol.js';
-import type { LiveCounters } from './metrics.js';
-import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from './store.js';
+import { clientKey, GREYDAEMON, isDeadIp, isDeadTriplet, isFuture, keySender, normaliseSender, stripSpaces, tripletKey, asciiLower, type Grouping, type Settings } from '../policy.js';
+import { normaliseIp } from '../protocol.js';
+import type { LiveCounters } from '../metrics.js';
+import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from '../store.js';
 
 export interface OpsContext {
   /** for reads; changes go through write() */

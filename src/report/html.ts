@@ -2,7 +2,7 @@
 // drawn here (no script, no external file, no font), so the page opens from a mail
 // attachment or a file:// URL on a machine without network, and stays readable in a browser
 // with scripts off. Every bar carries a <title> so hovering shows the exact figure.
-import { escapeField } from './log.js';
+import { escapeField } from '../log/log.js';
 import { bucketCounts, dayTable, duration, iso, type DayCount, type NetCount, type Report } from './report.js';
 
 /** Fill colours, one pair per chart, so each chart can be told apart (also by the tests). */
