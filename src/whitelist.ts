@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isIP } from 'node:net';
 import { escapeField, quoted } from './log/log.js';
-import { ipv6Groups, normaliseIp } from './protocol.js';
+import { ipv6Groups, normaliseIp } from './ip.js';
 
 export interface WhitelistEntry {
   file: string;

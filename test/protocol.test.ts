@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_ADDRESS, MAX_DATAGRAM, MAX_REQUEST_BYTES, normaliseIp, replyText, tripletBytes, Verdict } from '../src/protocol.js';
+import { decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_ADDRESS, MAX_DATAGRAM, MAX_REQUEST_BYTES, replyText, tripletBytes, Verdict } from '../src/protocol.js';
+import { normaliseIp } from '../src/ip.js';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 

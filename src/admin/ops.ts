@@ -7,7 +7,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { clientKey, GREYDAEMON, isDeadIp, isDeadTriplet, isFuture, keySender, normaliseSender, stripSpaces, tripletKey, asciiLower, type Grouping, type Settings } from '../policy.js';
-import { normaliseIp } from '../protocol.js';
+import { normaliseIp } from '../ip.js';
 import type { LiveCounters } from '../metrics.js';
 import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from '../store.js';
 

@@ -15,8 +15,9 @@ import { formatSaveLine, isDead, OpsError, parseSaveLine, shownSender, type Dump
 import { unixNow } from '../greylist.js';
 import { escapeField } from '../log/log.js';
 import { settingsFrom, type Settings } from '../policy.js';
-import { decodeReply, encodeRequest, isAccept, normaliseIp, replyText, type Verdict } from '../protocol.js';
-import { storeDirFor } from '../savefile.js';
+import { decodeReply, encodeRequest, isAccept, replyText, type Verdict } from '../protocol.js';
+import { normaliseIp } from '../ip.js';
+import { storeDirFor } from './state-path.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../report/report.js';
 import { formatHtml } from '../report/html.js';
 import { StoreError } from '../store.js';

@@ -14,7 +14,7 @@ import { Metrics, type LiveCounters, type MetricsServer } from '../metrics.js';
 import { PendingCounts } from '../pending.js';
 import { settingsFrom, type Grouping } from '../policy.js';
 import { isWildcard } from '../listen.js';
-import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
+import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from './state-path.js';
 import { ListenError, Server } from '../server.js';
 import { Store, StoreError, TRIPLET_PREFIX } from '../store.js';
 import { Whitelist, WhitelistError, whitelistFiles, warningLogLine } from '../whitelist.js';

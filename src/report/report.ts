@@ -9,7 +9,7 @@
 // again either never came back (deferred once: likely spam) or kept trying without passing.
 import { escapeField } from '../log/log.js';
 import { asciiLower, normaliseSender, stripSpaces } from '../policy.js';
-import { ipv6Groups, normaliseIp } from '../protocol.js';
+import { ipv6Groups, normaliseIp } from '../ip.js';
 
 export interface Decision {
   /** Unix seconds from the line's stamp, when it has one */

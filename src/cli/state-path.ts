@@ -6,10 +6,10 @@
 // and written by its Importer, the same code as `qgreyctl import`.
 import { chownSync, closeSync, createReadStream, fsyncSync, lstatSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { Importer, parseSaveLine, type ImportCounts, type SaveRecord } from './admin/ops.js';
-import { escapeField, quoted } from './log/log.js';
-import type { Settings } from './policy.js';
-import { Store, StoreError } from './store.js';
+import { Importer, parseSaveLine, type ImportCounts, type SaveRecord } from '../admin/ops.js';
+import { escapeField, quoted } from '../log/log.js';
+import type { Settings } from '../policy.js';
+import { Store, StoreError } from '../store.js';
 
 /** The store directory of save file F is F + this. */
 export const STORE_SUFFIX = '.qgreyd';
