@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { dump, formatSaveLine, Importer, parseSaveLine, recordFromKey, type OpsContext, type SaveRecord } from '../src/admin/ops.js';
+import { dump, Importer, recordFromKey, type OpsContext } from '../src/admin/ops.js';
+import { formatSaveLine, parseSaveLine, type SaveRecord } from '../src/savefile.js';
 import { settingsFrom } from '../src/policy.js';
 import { ipKey, Store, tripletDbKey } from '../src/store.js';
 import { removeDir, tempDir } from './helpers.js';

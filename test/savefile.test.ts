@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { formatSaveLine, parseSaveLine } from '../src/admin/ops.js';
+import { formatSaveLine, parseSaveLine } from '../src/savefile.js';
 import { tripletKey } from '../src/policy.js';
 import { ipKey, IP_PREFIX, Store, TRIPLET_PREFIX, tripletDbKey } from '../src/store.js';
 import { ctl } from './ctl-helpers.js';

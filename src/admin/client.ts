@@ -3,22 +3,8 @@
 import { existsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { resolve } from 'node:path';
-import {
-  allow,
-  dump,
-  forgetIp,
-  forgetTriplet,
-  Importer,
-  OpsError,
-  stats,
-  type AllowResult,
-  type DumpFilter,
-  type ForgetResult,
-  type ImportCounts,
-  type OpsContext,
-  type SaveRecord,
-  type Stats,
-} from './ops.js';
+import { allow, dump, forgetIp, forgetTriplet, Importer, OpsError, stats, type AllowResult, type DumpFilter, type ForgetResult, type ImportCounts, type OpsContext, type Stats } from './ops.js';
+import { type SaveRecord } from '../savefile.js';
 import { adminSocketPath, MAX_SOCKET_PATH, readJsonLines, socketAddress, writeJsonLine } from './admin.js';
 import { unixNow } from '../greylist.js';
 import type { Settings } from '../policy.js';

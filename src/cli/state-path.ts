@@ -6,7 +6,8 @@
 // and written by its Importer, the same code as `qgreyctl import`.
 import { chownSync, closeSync, createReadStream, fsyncSync, lstatSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { Importer, parseSaveLine, type ImportCounts, type SaveRecord } from '../admin/ops.js';
+import { Importer, type ImportCounts } from '../admin/ops.js';
+import { parseSaveLine, type SaveRecord } from '../savefile.js';
 import { escapeField, quoted } from '../log/log.js';
 import type { Settings } from '../policy.js';
 import { Store, StoreError } from '../store.js';
