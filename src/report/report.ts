@@ -7,6 +7,7 @@
 // A deferral opens an episode for each of the request's recipients; the first later
 // accepted request for the same message closes it ("came back"). Messages never accepted
 // again either never came back (deferred once: likely spam) or kept trying without passing.
+import { parseDecisionLine } from '../decision-log.js';
 import { escapeField } from '../log/log.js';
 import { asciiLower, normaliseSender, stripSpaces } from '../policy.js';
 import { ipv6Groups, normaliseIp } from '../ip.js';
@@ -58,47 +59,28 @@ export function splitStamp(line: string): [number | null, string] {
   return [null, line];
 }
 
-const DECISION = /^client=\S+ (?:ip=(\S+) )?(?:from=<([^>]*)> to=(\S*) )?reply=(\S+) reason=(\S+)/;
-
-const KEY_FROM = / key-from=<([^>]*)>/;
-
 export function parseLine(line: string): ParsedLine {
   const [time, rest] = splitStamp(line);
-  if (!rest.startsWith('client=')) return { kind: 'other' };
-  const m = DECISION.exec(rest);
-  if (!m) return { kind: 'unreadable', why: 'a client= line without reply= and reason=' };
-  const [, ip, from, to, reply, reason] = m;
-  // with --normalise-senders the daemon keyed the sender without its per-message tags, and a
-  // message is the same one on each retry only in that form
-  const keyed = KEY_FROM.exec(rest.slice(m[0].length));
-  if (reply === 'none') return { kind: 'malformed' };
-  if (!/^0[01]:0\d$/.test(reply)) return { kind: 'unreadable', why: `reply=${reply} is not a reply code` };
+  const p = parseDecisionLine(rest);
+  if (p.kind !== 'decision') return p;
+  const { ip, sender, keyFrom, recipients, reply, reason } = p.line;
   if (ip === undefined) return { kind: 'unreadable', why: 'a decision without ip=' };
-  const rcpts: string[] = [];
-  if (to !== undefined && to !== '') {
-    for (const part of to.split(',')) {
-      if (/^\+\d+$/.test(part)) continue; // recipients beyond what the log line shows
-      if (!part.startsWith('<') || !part.endsWith('>')) return { kind: 'unreadable', why: `to= has ${JSON.stringify(part)}` };
-      rcpts.push(asciiLower(stripSpaces(unescape(part.slice(1, -1)))));
-    }
-  }
   return {
     kind: 'decision',
     decision: {
       time,
-      ip,
-      sender: from === undefined ? null : asciiLower(normaliseSender(unescape(keyed !== null ? keyed[1] : from))),
-      rcpts,
+      // shown as the log wrote it
+      ip: escapeField(ip),
+      // with --normalise-senders the daemon keyed the sender without its per-message tags, and
+      // a message is the same one on each retry only in that form
+      sender: sender === undefined ? null : asciiLower(normaliseSender(keyFrom ?? sender)),
+      rcpts: recipients.map((r) => asciiLower(stripSpaces(r))),
       reply,
       reason,
       accept: reply[1] !== '0',
       source: 'qgreyd',
     },
   };
-}
-
-function unescape(s: string): string {
-  return s.indexOf('\\x') < 0 ? s : s.replace(/\\x([0-9a-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
 }
 
 // ---- greydaemon's log ----
