@@ -20,7 +20,7 @@ import type { Whitelist, WhitelistEntry } from './whitelist.js';
 export type UndecidedReason = 'store-error' | 'shutdown';
 
 export type Result =
-  | { kind: 'decision'; decision: Decision; whitelistEntry?: WhitelistEntry }
+  | { kind: 'decision'; decision: Decision; whitelistEntry?: WhitelistEntry | undefined }
   | { kind: 'malformed'; error: string }
   | { kind: 'undecided'; reason: UndecidedReason; error?: string };
 

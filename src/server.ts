@@ -37,13 +37,13 @@ export interface ServerOptions {
   /** answer "not decided" with a defer (00 04) instead of an accept (01 05) */
   failClosed?: boolean;
   /** the in-flight bounds; default MAX_IN_FLIGHT and MAX_IN_FLIGHT_BYTES */
-  maxInFlight?: number;
+  maxInFlight?: number | undefined;
   maxInFlightBytes?: number;
   /** at close, how long requests still waiting for a batch may wait before they are answered
    *  "not decided" (reason=shutdown); default SHUTDOWN_GRACE_MS */
   shutdownGraceMs?: number;
   /** --metrics: told of every reply */
-  metrics?: Pick<Metrics, 'reply'>;
+  metrics?: Pick<Metrics, 'reply'> | undefined;
 }
 
 /** One bound socket. A reply is sent through the socket its request came in on, so that it

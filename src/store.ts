@@ -207,7 +207,7 @@ export class Store {
   /** Records whose key starts with prefix, in key order, in chunks; from `after` (exclusive).
    *  With `onCorrupt`, a corrupt part of the store is reported there and skipped: the scan
    *  goes on with every record it can read. Without it, corruption fails the scan. */
-  async *scan(prefix: string, opts: { after?: string; chunk?: number; onCorrupt?: (message: string) => void } = {}): AsyncGenerator<StoredRecord[]> {
+  async *scan(prefix: string, opts: { after?: string | undefined; chunk?: number; onCorrupt?: (message: string) => void } = {}): AsyncGenerator<StoredRecord[]> {
     const db = await this.usable();
     const range = (after: string | undefined) => db.iterator({ gt: after ?? prefix, lt: prefix + '\uffff' });
     let after = opts.after;

@@ -33,7 +33,7 @@ export interface Daemon {
 }
 
 /** Starts qgreyd with args (listen address and state dir included) and waits for its start line. */
-export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEnv; prefix?: string[]; cwd?: string } = {}): Promise<Daemon> {
+export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEnv; prefix?: string[]; cwd?: string | undefined } = {}): Promise<Daemon> {
   // prefix: a command that execs node in turn, e.g. ['ip', 'netns', 'exec', name]
   const argv = [...(opts.prefix ?? []), process.execPath, QGREYD, ...args];
   const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd });

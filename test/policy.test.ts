@@ -41,7 +41,7 @@ class Model {
     return out;
   }
 
-  private apply(r: Request, d: Decision) {
+  private apply(_r: Request, d: Decision) {
     if (d.knownGood !== undefined) this.ips.set(d.client, d.knownGood);
     for (const [k, t] of d.triplets) this.triplets.set(k, t);
   }

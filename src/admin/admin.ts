@@ -103,7 +103,7 @@ export class AdminServer {
 
   constructor(
     private readonly greylist: Greylist,
-    private readonly store: Store,
+    store: Store,
     private readonly log: LineWriter,
     private readonly version = '',
     /** the daemon's counters, added to a stats answer */

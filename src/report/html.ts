@@ -39,7 +39,7 @@ interface Stack {
   /** one value per series, drawn bottom to top */
   values: number[];
   /** the axis label under the bar, if any */
-  tick?: string;
+  tick?: string | undefined;
 }
 
 /** Vertical bars, stacked; `series` gives each series' class and colour. */

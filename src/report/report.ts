@@ -300,7 +300,7 @@ export class ReportBuilder {
   private hours = new Map<number, HourCount>();
   private days = new Map<number, DayCount>();
 
-  constructor(private readonly opts: ReportOptions = { retry: DEFAULT_RETRY }) {
+  constructor(opts: ReportOptions = { retry: DEFAULT_RETRY }) {
     this.r = {
       retry: opts.retry,
       timed: true,
