@@ -50,3 +50,8 @@ export function ipv6Groups(text: string): number[] {
   const zeros = new Array<string>(8 - head.length - tail.length).fill('0');
   return [...head, ...(halves.length > 1 ? zeros : []), ...tail].map((g) => parseInt(g, 16));
 }
+
+/** "host:port", with an IPv6 host in brackets ([::1]:1999) so the port cannot be misread. */
+export function hostPort(host: string, port: number | string): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

@@ -22,6 +22,7 @@ import { Level } from 'level';
 import msgpack from 'msgpack-lite';
 import { RecentCache } from './cache.js';
 import { PID_FILE, StoreLock } from './store-lock.js';
+import { QgreydError } from './errors.js';
 
 export const FORMAT_VERSION = 1;
 export const FORMAT_KEY = '!format';
@@ -36,15 +37,16 @@ export type StoreErrorCode =
   | 'QGREYD_STORE_FORMAT'
   | 'QGREYD_STORE_IO';
 
-export class StoreError extends Error {
+export class StoreError extends QgreydError {
+  declare readonly code: StoreErrorCode;
   constructor(
-    readonly code: StoreErrorCode,
+    code: StoreErrorCode,
     message: string,
-    readonly temporary = false,
+    temporary = false,
     /** for QGREYD_STORE_LOCKED: who holds the store, when known ("qgreyd pid 123") */
     readonly holder?: string,
   ) {
-    super(message);
+    super(code, message, temporary);
   }
 }
 

@@ -9,11 +9,12 @@ import { adminSocketPath, MAX_SOCKET_PATH, readJsonLines, socketAddress, writeJs
 import { unixNow } from '../greylist.js';
 import type { Settings } from '../policy.js';
 import { Store, StoreError } from '../store.js';
+import { EXIT_TEMPORARY, QgreydError, type ExitClass } from '../errors.js';
 
 /** An error qgreyctl reports on one line and exits with `exit` (100 permanent, 111 temporary). */
-export class CtlError extends Error {
-  constructor(message: string, readonly exit: 100 | 111) {
-    super(message);
+export class CtlError extends QgreydError {
+  constructor(message: string, exit: ExitClass) {
+    super('QGREYD_CTL', message, exit === EXIT_TEMPORARY);
   }
 }
 

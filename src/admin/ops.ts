@@ -11,6 +11,7 @@ import { normaliseIp } from '../ip.js';
 import type { SaveRecord } from '../savefile.js';
 import type { LiveCounters } from '../metrics.js';
 import { IP_PREFIX, ipKey, Store, TRIPLET_PREFIX, tripletDbKey } from '../store.js';
+import { QgreydError } from '../errors.js';
 
 export interface OpsContext {
   /** for reads; changes go through write() */
@@ -36,9 +37,13 @@ export interface DumpFilter {
   only?: 'ip' | 'triplet';
 }
 
-export class OpsError extends Error {
-  constructor(message: string, readonly permanent = true) {
-    super(message);
+export class OpsError extends QgreydError {
+  constructor(message: string, permanent = true) {
+    super('QGREYD_OPS', message, !permanent);
+  }
+
+  get permanent(): boolean {
+    return !this.temporary;
   }
 }
 

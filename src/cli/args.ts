@@ -4,6 +4,8 @@ import minimist from 'minimist';
 import type { ListenSpec } from '../listen.js';
 import { parsePrefix, type Prefixes } from '../network.js';
 import { parseRange } from '../whitelist.js';
+import { QgreydError } from '../errors.js';
+import { all, last } from './common.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 1999;
@@ -55,7 +57,12 @@ export type Parsed =
   | { kind: 'help' }
   | { kind: 'version' };
 
-export class UsageError extends Error {}
+/** Bad usage: a flag, a value or an argument; always permanent. */
+export class UsageError extends QgreydError {
+  constructor(message: string) {
+    super('QGREYD_USAGE', message);
+  }
+}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
               [--sync] [--allow CIDR]... [--cache-size N] [--fail-closed]
@@ -279,16 +286,6 @@ export function keepNegativeValues(argv: string[], valueFlags: readonly string[]
     }
   }
   return out;
-}
-
-function all(v: unknown): string[] {
-  return v === undefined || v === null ? [] : Array.isArray(v) ? v.map(String) : [String(v)];
-}
-
-function last(v: unknown): string | undefined {
-  if (Array.isArray(v)) return last(v[v.length - 1]);
-  if (v === undefined || v === null) return undefined;
-  return String(v);
 }
 
 /** ipaddr[:port][,ipaddr[:port]]...: several listen addresses separated by commas (or blanks,

@@ -12,9 +12,10 @@ import { isLoopback } from '../access.js';
 import { isWildcard } from '../listen.js';
 import { parseListenList, UsageError } from './args.js';
 import { lookupUser, type Account } from './privileges.js';
+import { QgreydError } from '../errors.js';
+import { EXIT_PERMANENT, EXIT_TEMPORARY, exitOnError, type ExitClass } from './common.js';
+import { hostPort } from '../ip.js';
 
-export const EXIT_PERMANENT = 100;
-export const EXIT_TEMPORARY = 111;
 
 const USAGE = `usage: qgreyd-conf daemon-user log-user service-dir [ipaddr[:port]]
 
@@ -31,12 +32,9 @@ const SAMPLE_WHITELIST = join(PACKAGE_ROOT, 'whitelist', 'whitelist');
 const SAMPLE_EXCEPTIONS = join(PACKAGE_ROOT, 'whitelist', 'exceptions');
 const QGREYD = join(dirname(fileURLToPath(import.meta.url)), 'qgreyd.js');
 
-class ConfError extends Error {
-  constructor(
-    message: string,
-    readonly code: number,
-  ) {
-    super(message);
+class ConfError extends QgreydError {
+  constructor(message: string, exit: ExitClass) {
+    super('QGREYD_CONF', message, exit === EXIT_TEMPORARY);
   }
 }
 
@@ -273,7 +271,7 @@ ${indimail}
 }
 
 function nextSteps(p: Plan): string {
-  const listen = p.hosts.map((h) => (h.includes(':') ? `[${h}]:${p.port}` : `${h}:${p.port}`)).join(', ');
+  const listen = p.hosts.map((h) => hostPort(h, p.port)).join(', ');
   const d = shQuote(p.dir);
   const name = shQuote(basename(p.dir));
   const users = p.root ? `qgreyd runs as ${p.daemon.name}, multilog as ${p.log.name}` : `qgreyd and multilog run as the user running svscan`;
@@ -306,12 +304,7 @@ function main(argv: string[]): void {
     create(p);
     process.stdout.write(nextSteps(p));
   } catch (e) {
-    if (e instanceof ConfError) {
-      process.stderr.write(`qgreyd-conf: ${e.message}\n`);
-      process.exit(e.code);
-    }
-    process.stderr.write(`qgreyd-conf: unexpected error: ${(e as Error).stack ?? String(e)}\n`);
-    process.exit(EXIT_TEMPORARY);
+    exitOnError('qgreyd-conf', e);
   }
 }
 

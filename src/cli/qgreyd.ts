@@ -23,20 +23,14 @@ import { dropPrivileges, lookupUser, type Account } from './privileges.js';
 import { writeSettings } from './recorded-settings.js';
 import { checkStatePath, secureStateDir } from './statedir.js';
 import { repairStore } from './repair.js';
+import { EXIT_PERMANENT, EXIT_TEMPORARY, fail as failAs, version } from './common.js';
+import { hostPort } from '../ip.js';
 
-export const EXIT_PERMANENT = 100;
-export const EXIT_TEMPORARY = 111;
 /** how often the wall clock is compared with the monotonic one (and at each sweep) */
 const CLOCK_CHECK_MS = 10_000;
 
-export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
-
 function fail(message: string, code: number): never {
-  process.stderr.write(`qgreyd: ${message}\n`);
-  process.exit(code);
+  failAs('qgreyd', message, code);
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -148,7 +142,7 @@ async function main(argv: string[]): Promise<void> {
   // before -u, as the UDP sockets: a port below 1024 needs root
   let metricsServer: MetricsServer | null = null;
   if (metrics !== null && options.metrics !== null) {
-    const where = options.metrics.host.includes(':') ? `[${options.metrics.host}]:${options.metrics.port}` : `${options.metrics.host}:${options.metrics.port}`;
+    const where = hostPort(options.metrics.host, options.metrics.port);
     try {
       metricsServer = await metrics.listen(options.metrics.host, options.metrics.port);
     } catch (e) {

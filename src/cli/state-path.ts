@@ -11,6 +11,7 @@ import { parseSaveLine, type SaveRecord } from '../savefile.js';
 import { escapeField, quoted } from '../log/log.js';
 import type { Settings } from '../policy.js';
 import { Store, StoreError } from '../store.js';
+import { QgreydError } from '../errors.js';
 
 /** The store directory of save file F is F + this. */
 export const STORE_SUFFIX = '.qgreyd';
@@ -22,13 +23,9 @@ const BATCH = 2000;
 /** unreadable lines named one by one in the log; the rest are counted */
 const SHOW_BAD = 20;
 
-export class SaveFileError extends Error {
-  readonly code = 'QGREYD_SAVEFILE';
-  constructor(
-    message: string,
-    readonly temporary = false,
-  ) {
-    super(message);
+export class SaveFileError extends QgreydError {
+  constructor(message: string, temporary = false) {
+    super('QGREYD_SAVEFILE', message, temporary);
   }
 }
 
