@@ -25,7 +25,7 @@ import { StoreError } from '../store.js';
 import { warningText, Whitelist, WhitelistError } from '../whitelist.js';
 import { DEFAULT_STATE, keepNegativeValues, parseListen, UsageError } from './args.js';
 import { readSettings, settingsPath } from './recorded-settings.js';
-import { cmdSpfWhitelist, SPF_WHITELIST_HELP } from './spf-whitelist.js';
+import { cmdSpfWhitelist, SPF_WHITELIST_HELP } from './qgreyctl/spf-whitelist.js';
 
 const EXIT_OK = 0;
 const EXIT_NO = 1;

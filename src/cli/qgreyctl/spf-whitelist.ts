@@ -5,9 +5,9 @@ import { closeSync, fchmodSync, fsyncSync, openSync, readFileSync, renameSync, s
 import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import minimist from 'minimist';
-import { CtlError } from '../admin/client.js';
-import { keepNegativeValues } from './args.js';
-import { DEFAULT_MAX_LOOKUPS, formatWhitelist, isDomainName, nodeDns, parseDomainList, SpfError, walkSpf, type SpfResult } from '../spf.js';
+import { CtlError } from '../../admin/client.js';
+import { keepNegativeValues } from '../args.js';
+import { DEFAULT_MAX_LOOKUPS, formatWhitelist, isDomainName, nodeDns, parseDomainList, SpfError, walkSpf, type SpfResult } from '../../spf.js';
 
 export const SPF_WHITELIST_HELP = `usage: qgreyctl spf-whitelist [-o FILE] [--resolver IP[:PORT]]... [--wait S] [--max-lookups N]
                               [--skip-bad] [-q] DOMAIN... | -f LISTFILE
