@@ -6,10 +6,11 @@ import { parsePrefix, type Prefixes } from '../network.js';
 import { parseRange } from '../whitelist.js';
 import { QgreydError } from '../errors.js';
 import { all, last } from './common.js';
+import { defaultOf, setting } from './settings.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
-export const DEFAULT_PORT = 1999;
-export const DEFAULT_STATE = './data';
+export const DEFAULT_PORT = defaultOf('port');
+export const DEFAULT_STATE = setting('statedir').conf;
 
 export interface Options {
   debug: boolean;
@@ -49,7 +50,7 @@ export interface Options {
   stateDir: string;
 }
 
-export const DEFAULT_CACHE_SIZE = 100_000;
+export const DEFAULT_CACHE_SIZE = defaultOf('cache-size');
 
 export type Parsed =
   | { kind: 'run'; options: Options }
@@ -79,10 +80,10 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
   statedir       LevelDB state directory, created if missing (default ${DEFAULT_STATE}); a
                  greydaemon save file here is imported once into statedir.qgreyd
 
-  -t, --timeout DAYS          a known-good IP stays known this long after its last use (7)
-  -g, --grey-window HOURS     latest acceptable retry after first sight (12)
-  -m, --min-resend MINUTES    earliest acceptable retry (5)
-  -s, --sweep MINUTES         how often dead records are deleted (10)
+  -t, --timeout DAYS          a known-good IP stays known this long after its last use (${defaultOf('timeout')})
+  -g, --grey-window HOURS     latest acceptable retry after first sight (${defaultOf('grey-window')})
+  -m, --min-resend MINUTES    earliest acceptable retry (${defaultOf('min-resend')})
+  -s, --sweep MINUTES         how often dead records are deleted (${defaultOf('sweep')})
   -w, --whitelist FILE|DIR    client addresses and ranges that are never greylisted
                               (repeatable; a directory: every file in it)
   -u, --user USER             after binding, run as this user (uid, gid and groups)
@@ -145,7 +146,7 @@ export function parseArgs(argv: string[]): Parsed {
     return { kind: 'repair', stateDir: dir };
   }
 
-  const num: Record<string, number> = { s: 10, t: 7, g: 12, m: 5 };
+  const num: Record<string, number> = { s: defaultOf('sweep'), t: defaultOf('timeout'), g: defaultOf('grey-window'), m: defaultOf('min-resend') };
   for (const [flag, name, unit, , allowZero] of NUMERIC) {
     const raw = last(a[flag]);
     if (raw === undefined) continue;

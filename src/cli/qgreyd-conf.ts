@@ -15,6 +15,7 @@ import { lookupUser, type Account } from './privileges.js';
 import { QgreydError } from '../errors.js';
 import { EXIT_PERMANENT, EXIT_TEMPORARY, exitOnError, type ExitClass } from './common.js';
 import { hostPort } from '../ip.js';
+import { SETTINGS } from './settings.js';
 
 
 const USAGE = `usage: qgreyd-conf daemon-user log-user service-dir [ipaddr[:port]]
@@ -184,33 +185,11 @@ function create(p: Plan): void {
     chmodSync(p.dir, 0o755);
     file(join(p.dir, 'run'), run, 0o755);
     dir(join(p.dir, 'env'), 0o755);
-    const env: Record<string, string> = {
-      IP: p.hosts.join(' '),
-      PORT: String(p.port),
-      // without root, svscan runs as this user already and qgreyd -u would be refused
-      USER: p.root ? p.daemon.name : '',
-      WHITELIST: './whitelist',
-      STATE: './data',
-      TIMEOUT_DAYS: '7',
-      GREY_HOURS: '12',
-      MIN_RESEND_MINUTES: '5',
-      SWEEP_MINUTES: '10',
-      DEBUG: '',
-      SYNC: '',
-      // empty: qgreyd's default (loopback only when every listen address is loopback)
-      ALLOW: '',
-      CACHE_SIZE: '',
-      // empty: fail open (01 05) when a request cannot be decided; 1: defer (00 04)
-      FAIL_CLOSED: '',
-      // the policy options: empty keeps greydaemon's keys and verdicts (see nextSteps)
-      IPV4_PREFIX: '',
-      IPV6_PREFIX: '',
-      NORMALISE_SENDERS: '',
-      EXCEPTIONS: '',
-      MAX_PENDING: '',
-      // empty: no metrics server; a port (on loopback) or HOST:PORT serves /metrics
-      METRICS: '',
-    };
+    const env: Record<string, string> = Object.fromEntries(SETTINGS.map((s) => [s.env, s.conf]));
+    env.IP = p.hosts.join(' ');
+    env.PORT = String(p.port);
+    // without root, svscan runs as this user already and qgreyd -u would be refused
+    env.USER = p.root ? p.daemon.name : '';
     for (const [name, value] of Object.entries(env)) file(join(p.dir, 'env', name), value === '' ? '' : value + '\n', 0o644);
     copyFileSync(SAMPLE_WHITELIST, join(p.dir, 'whitelist'));
     chmodSync(join(p.dir, 'whitelist'), 0o644);

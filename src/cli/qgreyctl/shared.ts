@@ -9,6 +9,7 @@ import { settingsFrom, type Settings } from '../../policy.js';
 import { normaliseIp } from '../../ip.js';
 import { storeDirFor } from '../state-path.js';
 import { DEFAULT_STATE, keepNegativeValues, UsageError } from '../args.js';
+import { defaultOf } from '../settings.js';
 import { readSettings } from '../recorded-settings.js';
 
 import { EXIT_OK, EXIT_PERMANENT, EXIT_TEMPORARY, fail as failAs, last } from '../common.js';
@@ -121,7 +122,7 @@ export function settingsArgs(cmd: string, a: minimist.ParsedArgs, dir: string | 
   const recorded = dir === null ? null : readSettings(dir);
   if (typeof recorded === 'string') process.stderr.write(`qgreyctl: ${cmd}: warning: ${recorded}; using -t/-g/-m or the defaults\n`);
   const fromFile = recorded !== null && typeof recorded !== 'string';
-  const v: Record<string, number> = fromFile ? { t: recorded.timeoutDays, g: recorded.greyHours, m: recorded.minResendMinutes } : { t: 7, g: 12, m: 5 };
+  const v: Record<string, number> = fromFile ? { t: recorded.timeoutDays, g: recorded.greyHours, m: recorded.minResendMinutes } : { t: defaultOf('timeout'), g: defaultOf('grey-window'), m: defaultOf('min-resend') };
   const given: string[] = [];
   for (const [flag, name, unit] of [
     ['t', 'timeout', 'days'],
