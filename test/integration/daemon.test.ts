@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { encodeRequest } from '../../src/protocol.js';
-import { query, removeDir, runDaemon, sendRaw, sleep, startDaemon, tempDir, type Daemon } from '../helpers.js';
+import { query, removeDir, runDaemon, sendRaw, startDaemon, tempDir, type Daemon } from '../helpers.js';
 
 const dirs: string[] = [];
 const daemons: Daemon[] = [];
@@ -18,22 +18,37 @@ function dir(): string {
   dirs.push(d);
   return d;
 }
-async function start(args: string[]): Promise<Daemon> {
-  const d = await startDaemon(args);
+async function start(args: string[], env?: NodeJS.ProcessEnv): Promise<Daemon> {
+  const d = await startDaemon(args, env === undefined ? {} : { env });
   daemons.push(d);
   return d;
 }
 
-// -m 0.02: min-resend 1.2 s, so a retry after 2.1 s passes whatever the second boundaries
+// -m 0.02: min-resend 1.2 s; time passes through the daemon's test clock hook (a file of
+// seconds added to its wall clock, read at start and on SIGUSR2), not through sleeps
 const FAST = ['-m', '0.02'];
+const LATER = 10;
+
+function clockFile(offset: number): NodeJS.ProcessEnv {
+  const file = join(dir(), 'clock');
+  writeFileSync(file, `${offset}\n`);
+  return { ...process.env, QGREYD_TEST_CLOCK_FILE: file };
+}
+
+async function advance(d: Daemon, env: NodeJS.ProcessEnv, offset: number): Promise<void> {
+  writeFileSync(env.QGREYD_TEST_CLOCK_FILE!, `${offset}\n`);
+  d.proc.kill('SIGUSR2');
+  await d.waitForLine(new RegExp(`^test-clock offset=${offset}s$`));
+}
 
 describe('qgreyd over UDP', () => {
   it('answers the greylisting sequence and logs each decision', async () => {
     const state = dir();
-    const d = await start([...FAST, '127.0.0.1:0', state]);
+    const env = clockFile(0);
+    const d = await start([...FAST, '127.0.0.1:0', state], env);
     assert.equal(await query(d.port, '192.0.2.1', 'a@x.example', ['b@y.example']), '0001');
     assert.equal(await query(d.port, '192.0.2.1', 'a@x.example', ['b@y.example']), '0002');
-    await sleep(2100);
+    await advance(d, env, LATER);
     assert.equal(await query(d.port, '192.0.2.1', 'A@X.EXAMPLE', ['B@Y.EXAMPLE']), '0103');
     assert.equal(await query(d.port, '192.0.2.1', 'other@z.example', ['c@y.example']), '0102');
     assert.equal(await query(d.port, '192.0.2.3', '', ['list-bounce-u=h.example@lists.example']), '0104');
@@ -53,8 +68,7 @@ describe('qgreyd over UDP', () => {
     assert.equal(await query(d.port, '192.0.2.20', 'a@x', ['b@y']), '0001');
     assert.equal(await d.stop(), 0);
     assert.ok(d.lines.some((l) => /^stopped received=1 replied=1 /.test(l)));
-    await sleep(2100);
-    d = await start([...FAST, '127.0.0.1:0', state]);
+    d = await start([...FAST, '127.0.0.1:0', state], clockFile(LATER));
     assert.equal(await query(d.port, '192.0.2.20', 'a@x', ['b@y']), '0103');
     assert.equal(await query(d.port, '192.0.2.20', 'new@x', ['new@y']), '0102');
     assert.equal(await d.stop(), 0);

@@ -12,6 +12,7 @@ import { tripletKey } from '../../src/policy.js';
 import { encodeRequest } from '../../src/protocol.js';
 import { ipKey, Store, tripletDbKey } from '../../src/store.js';
 import { QGREYD, ROOT, sendRaw, sleep, tempDir } from '../helpers.js';
+import { procStatus } from '../proc.js';
 
 const CONF = join(ROOT, 'dist', 'src', 'cli', 'qgreyd-conf.js');
 const DAEMONTOOLS = ['svscan', 'supervise', 'svc', 'svstat', 'multilog', 'tai64nlocal', 'envdir', 'setuidgid'];
@@ -367,9 +368,9 @@ test('qgreyd under svscan, supervise and multilog: install, svstat, replies, svc
   assert.equal(argv[0], process.execPath);
   assert.equal(argv[1], realpathSync(QGREYD));
   if (IS_ROOT) {
-    const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${first.service}/status`, 'utf8'))![1];
+    const uid = procStatus(first.service).Uid.split(/\s+/)[0];
     assert.equal(Number(uid), uidOf(site.daemonUser), 'qgreyd dropped to the daemon user');
-    const logUid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${first.log}/status`, 'utf8'))![1];
+    const logUid = procStatus(first.log).Uid.split(/\s+/)[0];
     assert.equal(Number(logUid), uidOf(site.logUser), 'multilog runs as the log user');
   }
 

@@ -3,22 +3,17 @@
 // malformed datagrams are logged at a rate limit with nothing left uncounted.
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mock, test } from 'node:test';
 import { RateLimitedLines } from '../../src/log/log.js';
 import { encodeRequest } from '../../src/protocol.js';
 import { removeDir, sendRaw, startDaemon, tempDir } from '../helpers.js';
 import { UdpPool } from '../udp-pool.js';
+import { kb, procStatus } from '../proc.js';
 
 function rssMb(pid: number): number {
-  let status: string;
-  try {
-    status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  } catch {
-    throw new Error(`the daemon (pid ${pid}) is gone`);
-  }
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
+  return kb(procStatus(pid), 'VmRSS') / 1024;
 }
 
 /** Requests from the whitelisted 192.0.2.0/24 with 60 long recipients: each is answered

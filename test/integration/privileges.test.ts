@@ -2,22 +2,15 @@
 // user's uid, gid and groups and no capabilities left. Checked on the running process.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { query, removeDir, runDaemon, startDaemon, tempDir, type Daemon } from '../helpers.js';
+import { procStatus } from '../proc.js';
 
 const ROOT = process.getuid?.() === 0;
 const SKIP = ROOT ? false : 'needs root (to create a user and bind a port below 1024)';
 
-function procStatus(pid: number): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
-    const i = line.indexOf(':');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
-  }
-  return out;
-}
 
 /** A throwaway system user with its own group and one supplementary group; removed by the caller. */
 function makeUser(): { name: string; group: string; uid: number; gid: number; groups: number[] } {

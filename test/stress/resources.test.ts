@@ -3,7 +3,7 @@
 // an unbounded number of requests.
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Level } from 'level';
@@ -17,6 +17,7 @@ import { Whitelist } from '../../src/whitelist.js';
 import { Prng, seedFrom } from '../prng.js';
 import { removeDir, startDaemon, tempDir } from '../helpers.js';
 import { UdpPool } from '../udp-pool.js';
+import { kb, procStatus } from '../proc.js';
 
 const TRIPLETS = 500_000;
 const PER_REQUEST = 10;
@@ -28,8 +29,8 @@ const HEAP_MB = 64;
 const RSS_BOUND_MB = 200;
 
 function status(pid: number): { rssKb: number; hwmKb: number } {
-  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return { rssKb: Number(/VmRSS:\s+(\d+)/.exec(s)![1]), hwmKb: Number(/VmHWM:\s+(\d+)/.exec(s)![1]) };
+  const s = procStatus(pid);
+  return { rssKb: kb(s, 'VmRSS'), hwmKb: kb(s, 'VmHWM') };
 }
 
 function dirBytes(dir: string): number {

@@ -8,19 +8,15 @@ import { forgetIp, Importer } from '../../src/admin/ops.js';
 import { Greylist } from '../../src/greylist.js';
 import { PendingCounts } from '../../src/pending.js';
 import { GREYDAEMON, settingsFrom } from '../../src/policy.js';
-import { decodeRequest, encodeRequest, replyText, type Request } from '../../src/protocol.js';
+import { replyText } from '../../src/protocol.js';
 import { Store, TRIPLET_PREFIX } from '../../src/store.js';
 import { Whitelist } from '../../src/whitelist.js';
 import { removeDir, tempDir } from '../helpers.js';
+import { req } from '../requests.js';
 
 const NOW = 1_700_000_000;
 const H = 3600;
 
-function req(ip: string, sender: string, rcpts: string[]): Request {
-  const d = decodeRequest(encodeRequest(ip, sender, rcpts));
-  if (!d.ok) throw new Error(d.error);
-  return d.request;
-}
 
 async function setup(fn: (g: Greylist, store: Store, clock: { now: number }) => Promise<void>): Promise<void> {
   const dir = tempDir();

@@ -7,18 +7,13 @@ import { Level } from 'level';
 import { RecentCache } from '../../src/cache.js';
 import { Greylist, type Result } from '../../src/greylist.js';
 import { settingsFrom } from '../../src/policy.js';
-import { decodeRequest, encodeRequest, type Request } from '../../src/protocol.js';
 import { ipKey, Store, tripletDbKey } from '../../src/store.js';
 import { Whitelist } from '../../src/whitelist.js';
 import { removeDir, tempDir } from '../helpers.js';
+import { req } from '../requests.js';
 
 const settings = settingsFrom(7, 12, 5);
 
-function req(ip: string, sender: string, rcpts: string[]): Request {
-  const d = decodeRequest(encodeRequest(ip, sender, rcpts));
-  if (!d.ok) throw new Error(d.error);
-  return d.request;
-}
 
 describe('RecentCache', () => {
   it('never holds more than its capacity', () => {

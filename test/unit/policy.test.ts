@@ -5,7 +5,8 @@ import { describe, it } from 'node:test';
 import { Exceptions } from '../../src/exceptions.js';
 import { EXACT } from '../../src/network.js';
 import { clientOfTriplet, decide, FUTURE_TOLERANCE, GREYDAEMON, isDeadIp, isDeadTriplet, isFuture, isVerp, settingsFrom, tripletKey, type Decision, type Grouping, type Settings } from '../../src/policy.js';
-import { decodeRequest, encodeRequest, replyText, type Request } from '../../src/protocol.js';
+import { decodeRequest, replyText, type Request } from '../../src/protocol.js';
+import { req } from '../requests.js';
 
 const DEFAULTS: Settings = settingsFrom(7, 12, 5);
 const H = 3600;
@@ -47,11 +48,6 @@ class Model {
   }
 }
 
-function req(ip: string, sender: string, rcpts: string[]): Request {
-  const d = decodeRequest(encodeRequest(ip, sender, rcpts));
-  if (!d.ok) throw new Error(d.error);
-  return d.request;
-}
 
 describe('PROTOCOL.md scenario table', () => {
   it('gives every reply of the table', () => {

@@ -5,16 +5,11 @@ import { describe, it } from 'node:test';
 import { Level } from 'level';
 import { Greylist } from '../../src/greylist.js';
 import { settingsFrom } from '../../src/policy.js';
-import { decodeRequest, encodeRequest, type Request } from '../../src/protocol.js';
 import { ipKey, Store, StoreError, tripletDbKey } from '../../src/store.js';
 import { Whitelist } from '../../src/whitelist.js';
 import { removeDir, tempDir } from '../helpers.js';
+import { req } from '../requests.js';
 
-function req(ip: string, sender: string, rcpts: string[]): Request {
-  const d = decodeRequest(encodeRequest(ip, sender, rcpts));
-  if (!d.ok) throw new Error(d.error);
-  return d.request;
-}
 
 describe('store', () => {
   it('keeps records across close and open', async () => {
