@@ -14,8 +14,13 @@ export function fail(program: string, message: string, code: number): never {
 /** The one place an error becomes an exit code: a QgreydError by its class (100 permanent,
  *  111 temporary), anything else is a bug, shown with its stack, and temporary. */
 export function exitOnError(program: string, e: unknown): never {
-  if (e instanceof QgreydError) fail(program, e.message, e.exit);
-  fail(program, `unexpected error: ${(e as Error).stack ?? String(e)}`, EXIT_TEMPORARY);
+  const { code, message } = exitFor(e);
+  fail(program, message, code);
+}
+
+export function exitFor(e: unknown): { code: number; message: string } {
+  if (e instanceof QgreydError) return { code: e.exit, message: e.message };
+  return { code: EXIT_TEMPORARY, message: `unexpected error: ${(e as Error).stack ?? String(e)}` };
 }
 
 export function version(): string {

@@ -20,7 +20,7 @@ test('each qgreyctl command module can be imported without anything running', as
     for (const f of modules) {
       const m = (await import(join(DIR, f))) as Record<string, unknown>;
       assert.ok(Object.keys(m).length > 0, `${f} exports something`);
-      if (f !== 'shared.js' && f !== 'help.js') assert.ok(Object.values(m).some((v) => typeof v === 'function' && /^cmd/.test((v as () => void).name)), `${f} exports its command`);
+      if (!['shared.js', 'help.js', 'main.js'].includes(f)) assert.ok(Object.values(m).some((v) => typeof v === 'function' && /^cmd/.test((v as () => void).name)), `${f} exports its command`);
     }
   } finally {
     process.stdout.write = out;
