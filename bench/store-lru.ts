@@ -2,7 +2,8 @@
 // every access misses and evicts. Prints the time of a cache as large as the default against
 // a tiny one; the ratio should stay near 1 (eviction must not cost O(cache size)).
 //   node dist/bench/store-lru.js [N=300000]
-import { Importer, type SaveRecord } from '../src/admin-ops.js';
+import { Importer } from '../src/admin/ops.js';
+import { type SaveRecord } from '../src/savefile.js';
 import { settingsFrom } from '../src/policy.js';
 import { Store } from '../src/store/leveldb.js';
 import { removeDir, tempDir } from '../test/helpers.js';

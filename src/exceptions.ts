@@ -9,6 +9,7 @@
 // Matching ignores ASCII case, as the triplet key does. A recipient with no `@` (qmail-smtpd
 // sends such a local recipient as typed) matches only local-part entries.
 import { readFileSync } from 'node:fs';
+import { QgreydError } from './errors.js';
 
 export interface ExceptionEntry {
   file: string;
@@ -17,8 +18,10 @@ export interface ExceptionEntry {
   text: string;
 }
 
-export class ExceptionsError extends Error {
-  readonly code = 'QGREYD_BAD_EXCEPTIONS';
+export class ExceptionsError extends QgreydError {
+  constructor(message: string) {
+    super('QGREYD_BAD_EXCEPTIONS', message);
+  }
 }
 
 const LOCAL = /^[^\s@]+$/;

@@ -27,7 +27,7 @@ export interface MetricsSources {
 /** What a reply's decision matched: the whitelist entry of its client, and the exceptions
  *  entry of each recipient (structural, so that this module needs no decision types). */
 export interface Matched {
-  whitelistEntry?: object;
+  whitelistEntry?: object | undefined;
   decision: { detail: ReadonlyArray<{ exception?: object }> };
 }
 
@@ -61,7 +61,6 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly replies: Counter<'reply' | 'reason'>;
   private readonly latency: Histogram;
   /** replies by reply text + reason */
   private readonly replyCount = new Map<string, { reply: string; reason: string; n: number }>();
@@ -72,7 +71,8 @@ export class Metrics {
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
     const replyCount = this.replyCount;
-    this.replies = new Counter({
+    // registered for the scrape; the counts live in replyCount until then
+    new Counter({
       name: 'qgreyd_replies_total',
       help: 'Replies sent, by the two reply bytes and the reason logged with them.',
       labelNames: ['reply', 'reason'],

@@ -2,7 +2,7 @@
 // defaults (32 and 128) it is the address itself, exactly as greydaemon keys its records;
 // with /24 and /64 a retry from another host of the same pool is the same client.
 // A client-ip that is not an address (`unknown`) is its own network.
-import { canonicalIpv6, ipv6Groups } from './protocol.js';
+import { canonicalIpv6, ipv6Groups } from './ip.js';
 
 export interface Prefixes {
   v4: number;

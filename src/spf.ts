@@ -7,6 +7,7 @@
 import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { parseRange } from './whitelist.js';
+import { QgreydError } from './errors.js';
 
 /** RFC 7208 4.6.4: at most 10 terms that cause DNS lookups per check_host() */
 export const DEFAULT_MAX_LOOKUPS = 10;
@@ -57,15 +58,14 @@ export interface SpfResult {
   lookups: number;
 }
 
-export class SpfError extends Error {
-  readonly code = 'QGREYD_SPF';
+export class SpfError extends QgreydError {
   constructor(
     readonly domain: string,
     message: string,
     /** a DNS failure that may go away (timeout, SERVFAIL, refused); else the record is bad */
-    readonly temporary: boolean,
+    temporary: boolean,
   ) {
-    super(message);
+    super('QGREYD_SPF', message, temporary);
   }
 }
 

@@ -7,8 +7,9 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isIP } from 'node:net';
-import { escapeField, quoted } from './log.js';
-import { ipv6Groups, normaliseIp } from './protocol.js';
+import { escapeField, quoted } from './log/log.js';
+import { ipv6Groups, normaliseIp } from './ip.js';
+import { QgreydError } from './errors.js';
 
 export interface WhitelistEntry {
   file: string;
@@ -29,8 +30,10 @@ export interface WhitelistWarning {
   why: string;
 }
 
-export class WhitelistError extends Error {
-  readonly code = 'QGREYD_BAD_WHITELIST';
+export class WhitelistError extends QgreydError {
+  constructor(message: string) {
+    super('QGREYD_BAD_WHITELIST', message);
+  }
 }
 
 export class Whitelist {

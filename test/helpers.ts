@@ -33,7 +33,7 @@ export interface Daemon {
 }
 
 /** Starts qgreyd with args (listen address and state dir included) and waits for its start line. */
-export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEnv; prefix?: string[]; cwd?: string } = {}): Promise<Daemon> {
+export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEnv; prefix?: string[]; cwd?: string | undefined } = {}): Promise<Daemon> {
   // prefix: a command that execs node in turn, e.g. ['ip', 'netns', 'exec', name]
   const argv = [...(opts.prefix ?? []), process.execPath, QGREYD, ...args];
   const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd });
@@ -88,22 +88,45 @@ export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEn
 }
 
 /** Runs qgreyd expecting it to exit; resolves with code and output. */
-export function runDaemon(args: string[], ms = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The tests' one process runner: runs a built program (a .js file) to completion, killed and
+ *  failed after `ms`. `input` is fed to stdin (without it stdin is /dev/null); stdout is read
+ *  as latin1 when the program writes addresses as bytes. */
+export function runProgram(
+  file: string,
+  args: string[],
+  opts: { input?: string | undefined; ms?: number | undefined; cwd?: string | undefined; latin1?: boolean } = {},
+): Promise<RunResult> {
+  const ms = opts.ms ?? 10_000;
   return new Promise((res, rej) => {
-    const proc = spawn(process.execPath, [QGREYD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [file, ...args], { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], cwd: opts.cwd });
     let stdout = '';
     let stderr = '';
-    proc.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    if (opts.latin1 === true) proc.stdout!.setEncoding('latin1');
+    proc.stdout!.on('data', (c: Buffer | string) => (stdout += c.toString()));
+    proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
     const t = setTimeout(() => {
       proc.kill('SIGKILL');
-      rej(new Error(`qgreyd ${args.join(' ')} did not exit within ${ms} ms; stdout: ${stdout}`));
+      rej(new Error(`${file} ${args.join(' ')} did not exit within ${ms} ms; stdout: ${stdout} stderr: ${stderr}`));
     }, ms);
     proc.on('exit', (code) => {
       clearTimeout(t);
       res({ code, stdout, stderr });
     });
+    if (proc.stdin !== null) {
+      proc.stdin.on('error', () => undefined);
+      proc.stdin.end(opts.input);
+    }
   });
+}
+
+export function runDaemon(args: string[], ms = 10_000): Promise<RunResult> {
+  return runProgram(QGREYD, args, { ms });
 }
 
 /** Sends one datagram and resolves with the reply as hex ("0001"), or null after timeoutMs. */

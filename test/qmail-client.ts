@@ -102,7 +102,7 @@ export interface Outcome {
   /** IndiMail ends the SMTP session after a greylisting failure (_exit) */
   hangup: boolean;
   /** the datagram sent, if any */
-  sent?: Buffer;
+  sent?: Buffer | undefined;
 }
 
 export interface ClientOptions {
@@ -110,7 +110,7 @@ export interface ClientOptions {
   /** the GREYIP value (undefined: unset: no greylisting) */
   greyip: string | undefined;
   /** how long silence lasts before the client gives up; the real clients wait 3 s */
-  silenceMs?: number;
+  silenceMs?: number | undefined;
   /** the local address to send from (the daemon sees it as the source; default: any) */
   localAddress?: string;
 }
@@ -124,7 +124,7 @@ export class QmailSmtpd {
   readonly family: Family;
   readonly greyip: Greyip;
   private readonly silenceMs: number;
-  private readonly localAddress?: string;
+  private readonly localAddress?: string | undefined;
 
   constructor(opts: ClientOptions) {
     this.family = opts.family;

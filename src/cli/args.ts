@@ -5,10 +5,13 @@ import type { ListenSpec } from '../daemon/listen.js';
 import { parsePrefix, type Prefixes } from '../network.js';
 import { parseStoreUrl, StoreUrlError, type RedisTarget } from '../store/redis-url.js';
 import { parseRange } from '../whitelist.js';
+import { QgreydError } from '../errors.js';
+import { all, last } from './common.js';
+import { defaultOf, setting } from './settings.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
-export const DEFAULT_PORT = 1999;
-export const DEFAULT_STATE = './data';
+export const DEFAULT_PORT = defaultOf('port');
+export const DEFAULT_STATE = setting('statedir').conf;
 
 export interface Options {
   debug: boolean;
@@ -52,7 +55,7 @@ export interface Options {
   stateDir: string;
 }
 
-export const DEFAULT_CACHE_SIZE = 100_000;
+export const DEFAULT_CACHE_SIZE = defaultOf('cache-size');
 /** 20M records: an index of 2^25 slots, 402 MB */
 export const DEFAULT_MAX_RECORDS = 20_000_000;
 
@@ -62,7 +65,12 @@ export type Parsed =
   | { kind: 'help' }
   | { kind: 'version' };
 
-export class UsageError extends Error {}
+/** Bad usage: a flag, a value or an argument; always permanent. */
+export class UsageError extends QgreydError {
+  constructor(message: string) {
+    super('QGREYD_USAGE', message);
+  }
+}
 
 export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [-t days] [-g hours] [-m minutes]
               [--sync] [--allow CIDR]... [--max-records N] [--fail-closed] [--store URL]
@@ -80,10 +88,10 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
                  greydaemon save file here is imported once into statedir.qgreyd.
                  With --store it holds only the admin socket and the pid file
 
-  -t, --timeout DAYS          a known-good IP stays known this long after its last use (7)
-  -g, --grey-window HOURS     latest acceptable retry after first sight (12)
-  -m, --min-resend MINUTES    earliest acceptable retry (5)
-  -s, --sweep MINUTES         how often dead records are deleted (10)
+  -t, --timeout DAYS          a known-good IP stays known this long after its last use (${defaultOf('timeout')})
+  -g, --grey-window HOURS     latest acceptable retry after first sight (${defaultOf('grey-window')})
+  -m, --min-resend MINUTES    earliest acceptable retry (${defaultOf('min-resend')})
+  -s, --sweep MINUTES         how often dead records are deleted (${defaultOf('sweep')})
   -w, --whitelist FILE|DIR    client addresses and ranges that are never greylisted
                               (repeatable; a directory: every file in it)
   -u, --user USER             after binding, run as this user (uid, gid and groups)
@@ -153,7 +161,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     return { kind: 'repair', stateDir: dir };
   }
 
-  const num: Record<string, number> = { s: 10, t: 7, g: 12, m: 5 };
+  const num: Record<string, number> = { s: defaultOf('sweep'), t: defaultOf('timeout'), g: defaultOf('grey-window'), m: defaultOf('min-resend') };
   for (const [flag, name, unit, , allowZero] of NUMERIC) {
     const raw = last(a[flag]);
     if (raw === undefined) continue;
@@ -314,16 +322,6 @@ export function keepNegativeValues(argv: string[], valueFlags: readonly string[]
     }
   }
   return out;
-}
-
-function all(v: unknown): string[] {
-  return v === undefined || v === null ? [] : Array.isArray(v) ? v.map(String) : [String(v)];
-}
-
-function last(v: unknown): string | undefined {
-  if (Array.isArray(v)) return last(v[v.length - 1]);
-  if (v === undefined || v === null) return undefined;
-  return String(v);
 }
 
 /** ipaddr[:port][,ipaddr[:port]]...: several listen addresses separated by commas (or blanks,

@@ -13,9 +13,11 @@ import { isWildcard } from '../daemon/listen.js';
 import { parseStoreUrl, StoreUrlError } from '../store/redis-url.js';
 import { parseListenList, UsageError } from './args.js';
 import { lookupUser, type Account } from './privileges.js';
+import { QgreydError } from '../errors.js';
+import { EXIT_PERMANENT, EXIT_TEMPORARY, exitOnError, type ExitClass } from './common.js';
+import { hostPort } from '../ip.js';
+import { SETTINGS } from './settings.js';
 
-export const EXIT_PERMANENT = 100;
-export const EXIT_TEMPORARY = 111;
 
 const USAGE = `usage: qgreyd-conf daemon-user log-user service-dir [ipaddr[:port]] [--store URL]
 
@@ -38,12 +40,9 @@ const SAMPLE_WHITELIST = join(PACKAGE_ROOT, 'whitelist', 'whitelist');
 const SAMPLE_EXCEPTIONS = join(PACKAGE_ROOT, 'whitelist', 'exceptions');
 const QGREYD = join(dirname(fileURLToPath(import.meta.url)), 'qgreyd.js');
 
-class ConfError extends Error {
-  constructor(
-    message: string,
-    readonly code: number,
-  ) {
-    super(message);
+class ConfError extends QgreydError {
+  constructor(message: string, exit: ExitClass) {
+    super('QGREYD_CONF', message, exit === EXIT_TEMPORARY);
   }
 }
 
@@ -212,33 +211,11 @@ function create(p: Plan): void {
     chmodSync(p.dir, 0o755);
     file(join(p.dir, 'run'), run, 0o755);
     dir(join(p.dir, 'env'), 0o755);
-    const env: Record<string, string> = {
-      IP: p.hosts.join(' '),
-      PORT: String(p.port),
-      // without root, svscan runs as this user already and qgreyd -u would be refused
-      USER: p.root ? p.daemon.name : '',
-      WHITELIST: './whitelist',
-      STATE: './data',
-      TIMEOUT_DAYS: '7',
-      GREY_HOURS: '12',
-      MIN_RESEND_MINUTES: '5',
-      SWEEP_MINUTES: '10',
-      DEBUG: '',
-      SYNC: '',
-      // empty: qgreyd's default (loopback only when every listen address is loopback)
-      ALLOW: '',
-      CACHE_SIZE: '',
-      // empty: fail open (01 05) when a request cannot be decided; 1: defer (00 04)
-      FAIL_CLOSED: '',
-      // the policy options: empty keeps greydaemon's keys and verdicts (see nextSteps)
-      IPV4_PREFIX: '',
-      IPV6_PREFIX: '',
-      NORMALISE_SENDERS: '',
-      EXCEPTIONS: '',
-      MAX_PENDING: '',
-      // empty: no metrics server; a port (on loopback) or HOST:PORT serves /metrics
-      METRICS: '',
-    };
+    const env: Record<string, string> = Object.fromEntries(SETTINGS.map((s) => [s.env, s.conf]));
+    env.IP = p.hosts.join(' ');
+    env.PORT = String(p.port);
+    // without root, svscan runs as this user already and qgreyd -u would be refused
+    env.USER = p.root ? p.daemon.name : '';
     for (const [name, value] of Object.entries(env)) file(join(p.dir, 'env', name), value === '' ? '' : value + '\n', 0o644);
     // it may hold a Redis password: readable by root (the run script) only
     file(join(p.dir, 'env', 'STORE'), p.store === '' ? '' : p.store + '\n', 0o600);
@@ -301,7 +278,7 @@ ${indimail}
 }
 
 function nextSteps(p: Plan): string {
-  const listen = p.hosts.map((h) => (h.includes(':') ? `[${h}]:${p.port}` : `${h}:${p.port}`)).join(', ');
+  const listen = p.hosts.map((h) => hostPort(h, p.port)).join(', ');
   const d = shQuote(p.dir);
   const name = shQuote(basename(p.dir));
   const users = p.root ? `qgreyd runs as ${p.daemon.name}, multilog as ${p.log.name}` : `qgreyd and multilog run as the user running svscan`;
@@ -334,12 +311,7 @@ function main(argv: string[]): void {
     create(p);
     process.stdout.write(nextSteps(p));
   } catch (e) {
-    if (e instanceof ConfError) {
-      process.stderr.write(`qgreyd-conf: ${e.message}\n`);
-      process.exit(e.code);
-    }
-    process.stderr.write(`qgreyd-conf: unexpected error: ${(e as Error).stack ?? String(e)}\n`);
-    process.exit(EXIT_TEMPORARY);
+    exitOnError('qgreyd-conf', e);
   }
 }
 

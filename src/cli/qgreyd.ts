@@ -5,16 +5,16 @@ import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { AllowList } from '../daemon/access.js';
-import { AdminServer } from '../admin.js';
+import { AdminServer } from '../admin/admin.js';
 import { ClockWatch } from '../clock.js';
 import { Greylist, unixNow } from '../daemon/queue.js';
-import { LineWriter, quoted } from '../log.js';
+import { LineWriter, quoted } from '../log/log.js';
 import { Exceptions, ExceptionsError } from '../exceptions.js';
 import { Metrics, type LiveCounters, type MetricsServer } from '../metrics.js';
 import { PendingCounts } from '../pending.js';
 import { expiresAt, settingsFrom, type Grouping } from '../policy.js';
 import { isWildcard } from '../daemon/listen.js';
-import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from '../savefile.js';
+import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from './state-path.js';
 import { ListenError, Server } from '../daemon/server.js';
 import { Store, StoreError } from '../store/leveldb.js';
 import { isIpKey, TRIPLET_PREFIX } from '../store/keys.js';
@@ -27,20 +27,14 @@ import { dropPrivileges, lookupUser, type Account } from './privileges.js';
 import { writeSettings } from './recorded-settings.js';
 import { checkStatePath, secureStateDir } from './statedir.js';
 import { repairStore } from '../store/repair.js';
+import { EXIT_PERMANENT, EXIT_TEMPORARY, fail as failAs, version } from './common.js';
+import { hostPort } from '../ip.js';
 
-export const EXIT_PERMANENT = 100;
-export const EXIT_TEMPORARY = 111;
 /** how often the wall clock is compared with the monotonic one (and at each sweep) */
 const CLOCK_CHECK_MS = 10_000;
 
-export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
-
 function fail(message: string, code: number): never {
-  process.stderr.write(`qgreyd: ${message}\n`);
-  process.exit(code);
+  failAs('qgreyd', message, code);
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -155,7 +149,7 @@ async function main(argv: string[]): Promise<void> {
   // before -u, as the UDP sockets: a port below 1024 needs root
   let metricsServer: MetricsServer | null = null;
   if (metrics !== null && options.metrics !== null) {
-    const where = options.metrics.host.includes(':') ? `[${options.metrics.host}]:${options.metrics.port}` : `${options.metrics.host}:${options.metrics.port}`;
+    const where = hostPort(options.metrics.host, options.metrics.port);
     try {
       metricsServer = await metrics.listen(options.metrics.host, options.metrics.port);
     } catch (e) {

@@ -1,7 +1,7 @@
 // Who may ask (--allow): the client networks whose datagrams the daemon reads. Everything
 // else is dropped before decoding, unanswered, and only counted; the log gets at most one
 // summary line per period, so a flood from outside cannot flood the log.
-import { normaliseIp } from '../protocol.js';
+import { normaliseIp } from '../ip.js';
 import { parseRange, Whitelist } from '../whitelist.js';
 
 export class AllowList {

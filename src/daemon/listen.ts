@@ -6,6 +6,7 @@
 // socket each, and each reply leaves through the socket its request came in on.
 import { isIP } from 'node:net';
 import type { NetworkInterfaceInfo } from 'node:os';
+import { hostPort } from '../ip.js';
 
 /** One listen address as given: an address (possibly a wildcard) and a port (0 = any free). */
 export interface ListenSpec {
@@ -64,5 +65,5 @@ export function bindTargets(specs: readonly ListenSpec[], interfaces: Interfaces
 
 /** address:port, IPv6 in brackets, as the log shows it. */
 export function formatAddress(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+  return hostPort(address, port);
 }

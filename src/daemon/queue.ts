@@ -17,7 +17,7 @@
 // sending worst-case requests in a loop delays another's by at most the batch in progress:
 // the other's request is in the next one. Within one source, requests are decided in arrival
 // order.
-import type { OpsContext } from '../admin-ops.js';
+import type { OpsContext } from '../admin/ops.js';
 import type { PendingCounts } from '../pending.js';
 import { clientKey, decide, GREYDAEMON, isKnownGood, tripletKeys, type Decision, type Grouping, type RecordView, type Settings } from '../policy.js';
 import { tripletBytes, type Request } from '../protocol.js';
@@ -33,7 +33,7 @@ export { COMPACT_FRACTION, COMPACT_MIN, shouldCompact } from './sweep.js';
 export type UndecidedReason = 'store-error' | 'shutdown';
 
 export type Result =
-  | { kind: 'decision'; decision: Decision; whitelistEntry?: WhitelistEntry }
+  | { kind: 'decision'; decision: Decision; whitelistEntry?: WhitelistEntry | undefined }
   | { kind: 'malformed'; error: string }
   | { kind: 'undecided'; reason: UndecidedReason; error?: string };
 

@@ -8,13 +8,13 @@ import { AllowList, RateLimitedCounter } from './access.js';
 import type { ExceptionEntry } from '../exceptions.js';
 import type { Greylist, Result } from './queue.js';
 import type { Decision } from '../policy.js';
-import { escapeField, LineWriter, quoted, RateLimitedLines } from '../log.js';
+import { formatDecisionLine, formatMalformedLine } from '../decision-log.js';
+import { escapeField, LineWriter, quoted, RateLimitedLines } from '../log/log.js';
 import { bindTargets, formatAddress, type BindTarget, type Interfaces, type ListenSpec } from './listen.js';
 import type { Metrics } from '../metrics.js';
 import { decodeRequest, encodeReply, replyText, type Request, Verdict } from '../protocol.js';
 
 /** Recipients shown in one log line; the rest are counted. */
-const LOG_RECIPIENTS = 50;
 /** Requests read but not yet answered, at most (by count and by datagram bytes). Past this the
  *  daemon is not keeping up; further requests are answered "not decided" at once without
  *  being held, so memory stays bounded and no client waits for a reply that will not come
@@ -37,13 +37,13 @@ export interface ServerOptions {
   /** answer "not decided" with a defer (00 04) instead of an accept (01 05) */
   failClosed?: boolean;
   /** the in-flight bounds; default MAX_IN_FLIGHT and MAX_IN_FLIGHT_BYTES */
-  maxInFlight?: number;
+  maxInFlight?: number | undefined;
   maxInFlightBytes?: number;
   /** at close, how long requests still waiting for a batch may wait before they are answered
    *  "not decided" (reason=shutdown); default SHUTDOWN_GRACE_MS */
   shutdownGraceMs?: number;
   /** --metrics: told of every reply */
-  metrics?: Pick<Metrics, 'reply'>;
+  metrics?: Pick<Metrics, 'reply'> | undefined;
 }
 
 /** One bound socket. A reply is sent through the socket its request came in on, so that it
@@ -321,30 +321,25 @@ export class Server {
     const verdict = result.kind === 'decision' ? result.decision.verdict : this.notDecided;
     this.reply(encodeReply(verdict), rinfo);
     this.counters.replied++;
-    // a client IP sent as text is printable without spaces, and escaped like the addresses
-    let line = `client=${client} ip=${escapeField(req.ip)}`;
-    if (!('error' in req.tail)) {
-      const rc = req.tail.recipients;
-      const shown = rc.slice(0, LOG_RECIPIENTS).map((r) => `<${escapeField(r)}>`).join(',');
-      const more = rc.length > LOG_RECIPIENTS ? `,+${rc.length - LOG_RECIPIENTS}` : '';
-      line += ` from=<${escapeField(req.tail.sender)}> to=${shown}${more}`;
-    }
     const reason = result.kind === 'decision' ? verdict : result.reason;
-    line += ` reply=${replyText(verdict)} reason=${reason}`;
-    if (result.kind === 'decision') {
-      const d = result.decision;
-      if (result.whitelistEntry) line += ` whitelist=${escapeField(result.whitelistEntry.file)}:${result.whitelistEntry.line}`;
-      // the keys the decision used, when the grouping options made them differ from the request
-      if (d.client !== req.ip) line += ` net=${escapeField(d.client)}`;
-      if (d.keySender !== undefined) line += ` key-from=<${escapeField(d.keySender)}>`;
-      const ex = exceptionOf(d);
-      if (ex !== undefined) line += ` exception=${escapeField(ex.file)}:${ex.line}`;
-    }
+    const d = result.kind === 'decision' ? result.decision : undefined;
     if (result.kind === 'undecided') {
       if (result.reason === 'store-error') this.counters.storeErrors++;
       else this.counters.shutdown++;
-      if (result.error !== undefined) line += ` error=${quoted(result.error)}`;
     }
+    const line = formatDecisionLine({
+      client,
+      ip: req.ip,
+      envelope: 'error' in req.tail ? undefined : req.tail,
+      reply: replyText(verdict),
+      reason,
+      whitelist: result.kind === 'decision' ? result.whitelistEntry ?? undefined : undefined,
+      // the keys the decision used, when the grouping options made them differ from the request
+      net: d !== undefined && d.client !== req.ip ? d.client : undefined,
+      keyFrom: d?.keySender,
+      exception: d === undefined ? undefined : exceptionOf(d),
+      error: result.kind === 'undecided' ? result.error : undefined,
+    });
     this.opts.log.line(line);
     this.opts.metrics?.reply(replyText(verdict), reason, (performance.now() - t0) / 1000, result.kind === 'decision' ? result : undefined);
     if (this.opts.debug && result.kind === 'decision') {
@@ -357,7 +352,7 @@ export class Server {
   private malformed(client: string, msg: Buffer, error: string, ip?: string): void {
     this.counters.malformed++;
     if (!this.malformedLog.admit(client)) return;
-    this.opts.log.line(`client=${client}${ip ? ` ip=${escapeField(ip)}` : ''} reply=none reason=malformed bytes=${msg.length} detail=${quoted(error)}`);
+    this.opts.log.line(formatMalformedLine(client, ip, msg.length, error));
     if (this.opts.debug) {
       this.opts.log.line(`debug client=${client} datagram=${msg.subarray(0, 64).toString('hex')}${msg.length > 64 ? '...' : ''}`);
     }

@@ -18,7 +18,7 @@
 // "not decided" meanwhile, and the health callback tells the log once per failure and once on
 // recovery.
 import { createHash } from 'node:crypto';
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { StoreError } from './errors.js';
 import { IP_PREFIX, TRIPLET_PREFIX } from './keys.js';
 import { parseRedisKey, redisIpKey, redisTripletKey, REDIS_FORMAT, REDIS_FORMAT_KEY, REDIS_MATCH, REDIS_PREFIX } from './redis-keys.js';
@@ -157,10 +157,11 @@ export class RedisStore implements GreylistStore {
    *  error (temporary: exit 111, supervise retries); once running, outages are survived. */
   static async open(target: RedisTarget, opts: RedisOpenOptions = {}): Promise<RedisStore> {
     const commandTimeout = opts.commandTimeoutMs ?? COMMAND_TIMEOUT_MS;
-    const common: RedisOptions = {
-      username: target.username,
-      password: target.password,
-      tls: target.tls ? {} : undefined,
+    // plain objects, not RedisOptions: ioredis's own option types do not pass exactOptionalPropertyTypes
+    const common = {
+      ...(target.username !== undefined ? { username: target.username } : {}),
+      ...(target.password !== undefined ? { password: target.password } : {}),
+      ...(target.tls ? { tls: {} } : {}),
       connectTimeout: CONNECT_TIMEOUT_MS,
       commandTimeout,
       // a command for a Redis that is down fails at once rather than waiting in a queue:
@@ -169,25 +170,27 @@ export class RedisStore implements GreylistStore {
       lazyConnect: true,
       // the requests of one event-loop turn go out in one write per server
       enableAutoPipelining: true,
-    };
+    } as const;
     const retry = (times: number): number => Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** Math.min(times - 1, 10));
     let client: Client;
     if (target.cluster) {
-      const copts: ClusterOptions = {
+      const { enableAutoPipelining: _pipelining, lazyConnect: _lazy, ...nodeOptions } = common;
+      const copts = {
         enableOfflineQueue: false,
         enableAutoPipelining: true,
         clusterRetryStrategy: retry,
-        scaleReads: 'master',
+        scaleReads: 'master' as const,
         lazyConnect: true,
         slotsRefreshTimeout: CONNECT_TIMEOUT_MS,
-        redisOptions: { ...common, enableAutoPipelining: undefined, lazyConnect: undefined },
+        // each node's connection: the cluster pipelines and connects lazily itself
+        redisOptions: nodeOptions,
       };
       client = new Cluster(
         target.nodes.map((n) => ({ host: n.host, port: n.port })),
         copts,
       );
     } else {
-      client = new Redis({ ...common, host: target.nodes[0].host, port: target.nodes[0].port, db: target.db, enableOfflineQueue: false, retryStrategy: retry });
+      client = new Redis({ ...common, host: target.nodes[0].host, port: target.nodes[0].port, ...(target.db !== undefined ? { db: target.db } : {}), enableOfflineQueue: false, retryStrategy: retry });
     }
     const store = new RedisStore(client, target, opts);
     // errors come back from the commands; without a listener ioredis would print each one.
