@@ -56,8 +56,7 @@ export interface Options {
 }
 
 export const DEFAULT_CACHE_SIZE = defaultOf('cache-size');
-/** 20M records: an index of 2^25 slots, 402 MB */
-export const DEFAULT_MAX_RECORDS = 20_000_000;
+export const DEFAULT_MAX_RECORDS = defaultOf('max-records');
 
 export type Parsed =
   | { kind: 'run'; options: Options }

@@ -216,9 +216,9 @@ function create(p: Plan): void {
     env.PORT = String(p.port);
     // without root, svscan runs as this user already and qgreyd -u would be refused
     env.USER = p.root ? p.daemon.name : '';
-    for (const [name, value] of Object.entries(env)) file(join(p.dir, 'env', name), value === '' ? '' : value + '\n', 0o644);
-    // it may hold a Redis password: readable by root (the run script) only
-    file(join(p.dir, 'env', 'STORE'), p.store === '' ? '' : p.store + '\n', 0o600);
+    env.STORE = p.store;
+    // STORE may hold a Redis password: readable by root (the run script) only
+    for (const [name, value] of Object.entries(env)) file(join(p.dir, 'env', name), value === '' ? '' : value + '\n', name === 'STORE' ? 0o600 : 0o644);
     copyFileSync(SAMPLE_WHITELIST, join(p.dir, 'whitelist'));
     chmodSync(join(p.dir, 'whitelist'), 0o644);
     copyFileSync(SAMPLE_EXCEPTIONS, join(p.dir, 'exceptions'));

@@ -22,6 +22,9 @@ export interface Setting {
   /** what qgreyd-conf writes into env/; '' is the default. IP, PORT and USER come from its
    *  arguments. */
   readonly conf: string;
+  /** the run script passes it in this environment variable, not as a flag: it may hold a
+   *  password, and ps shows every process's arguments */
+  readonly environment?: string;
 }
 
 export const SETTINGS = [
@@ -38,7 +41,10 @@ export const SETTINGS = [
   { name: 'sync', boolean: true, env: 'SYNC', conf: '' },
   // empty: loopback only when every listen address is loopback
   { name: 'allow', env: 'ALLOW', conf: '' },
-  { name: 'cache-size', env: 'CACHE_SIZE', unit: 'records', default: 100_000, conf: '' },
+  // accepted and ignored: the local store keeps every record in its index
+  { name: 'cache-size', env: 'CACHE_SIZE', default: 100_000, conf: '' },
+  // the index's bound: 20M records, 2^25 slots, 402 MB
+  { name: 'max-records', env: 'MAX_RECORDS', unit: 'records', default: 20_000_000, conf: '' },
   // empty: fail open (01 05) when a request cannot be decided; 1: defer (00 04)
   { name: 'fail-closed', boolean: true, env: 'FAIL_CLOSED', conf: '' },
   // the policy options: empty keeps greydaemon's keys and verdicts (qgreyd-conf recommends values)
@@ -49,6 +55,8 @@ export const SETTINGS = [
   { name: 'max-pending', env: 'MAX_PENDING', unit: 'triplets', conf: '' },
   // empty: no metrics server; a port (on loopback) or HOST:PORT serves /metrics
   { name: 'metrics', env: 'METRICS', conf: '' },
+  // empty: LevelDB in statedir; a redis:// URL shares the records with other MX servers
+  { name: 'store', env: 'STORE', environment: 'QGREYD_STORE', conf: '' },
 ] as const satisfies readonly Setting[];
 
 export type SettingName = (typeof SETTINGS)[number]['name'];

@@ -1,5 +1,7 @@
-// The store's one error type: a stable code, and whether retrying later may succeed
-// (temporary: exit 111) or not (exit 100).
+// The store's errors: the project's one error type (errors.ts, a leaf module every layer may
+// import) with the store's stable codes.
+import { QgreydError } from '../errors.js';
+
 export type StoreErrorCode =
   | 'QGREYD_STORE_NOT_DIR'
   | 'QGREYD_STORE_LOCKED'
@@ -9,14 +11,16 @@ export type StoreErrorCode =
   | 'QGREYD_STORE_IO'
   | 'QGREYD_STORE_FULL';
 
-export class StoreError extends Error {
+export class StoreError extends QgreydError {
+  declare readonly code: StoreErrorCode;
+
   constructor(
-    readonly code: StoreErrorCode,
+    code: StoreErrorCode,
     message: string,
-    readonly temporary = false,
+    temporary = false,
     /** for QGREYD_STORE_LOCKED: who holds the store, when known ("qgreyd pid 123") */
     readonly holder?: string,
   ) {
-    super(message);
+    super(code, message, temporary);
   }
 }

@@ -116,7 +116,7 @@ test('it writes run, log/run, env/, whitelist, data/ and log/main with owners an
 
     const env = (n: string) => readFileSync(join(svc, 'env', n), 'utf8');
     assert.deepEqual(readdirSync(join(svc, 'env')).sort(), [
-      'ALLOW', 'CACHE_SIZE', 'DEBUG', 'EXCEPTIONS', 'FAIL_CLOSED', 'GREY_HOURS', 'IP', 'IPV4_PREFIX', 'IPV6_PREFIX', 'MAX_PENDING', 'METRICS', 'MIN_RESEND_MINUTES',
+      'ALLOW', 'CACHE_SIZE', 'DEBUG', 'EXCEPTIONS', 'FAIL_CLOSED', 'GREY_HOURS', 'IP', 'IPV4_PREFIX', 'IPV6_PREFIX', 'MAX_PENDING', 'MAX_RECORDS', 'METRICS', 'MIN_RESEND_MINUTES',
       'NORMALISE_SENDERS', 'PORT', 'STATE', 'STORE', 'SWEEP_MINUTES', 'SYNC', 'TIMEOUT_DAYS', 'USER', 'WHITELIST',
     ]);
     // empty: LevelDB in data/; it may hold a Redis password, so only root reads it

@@ -182,7 +182,7 @@ test('a corrupt data block: qgreyctl export and stats exit 111 with one line and
 test('processes starting at once on a stale pid file: exactly one takes the store', { timeout: 60_000 }, async () => {
   const dir = tempDir();
   try {
-    const lockModule = new URL('../../src/store-lock.js', import.meta.url).href;
+    const lockModule = new URL('../../src/store/lock.js', import.meta.url).href;
     // each waits for the same instant, takes the lock, says whether it got it, and holds it
     // until told to go; each pauses between finding the file stale and taking it over, so
     // that all of them find it stale before any takes it over

@@ -20,11 +20,20 @@ test('the run script reads every env/ file, clears it first, and turns it into i
     assert.ok(unset.includes(s.env), `run unsets ${s.env}`);
     assert.match(run, new RegExp(`\\$${s.env}\\b|\\$\\{${s.env}[:}]`), `run reads $${s.env}`);
   }
+  const viaEnvironment: string[] = [];
   for (const s of flags) {
+    if ('environment' in s) {
+      // in qgreyd's environment, never on its command line, and cleared from svscan's first
+      assert.match(run, new RegExp(`\\b${s.environment}=\\$${s.env}\\b`), `run hands $${s.env} over as ${s.environment}`);
+      assert.match(run, new RegExp(`export ${s.environment}\\b`), `run exports ${s.environment}`);
+      assert.ok(unset.includes(s.environment), `run unsets ${s.environment}`);
+      viaEnvironment.push(s.environment);
+      continue;
+    }
     const flag = 'short' in s ? `-${s.short}` : `--${s.name}`;
     assert.match(run, new RegExp(`set -- "\\$@" ${flag}\\b`), `run passes ${flag} for ${s.env}`);
   }
-  assert.equal(new Set(unset.filter((w) => /^[A-Z_0-9]+$/.test(w))).size, SETTINGS.length, 'and nothing else');
+  assert.equal(new Set(unset.filter((w) => /^[A-Z_0-9]+$/.test(w))).size, SETTINGS.length + viaEnvironment.length, 'and nothing else');
 });
 
 test('--help names every flag, and the numeric defaults from the table', () => {
