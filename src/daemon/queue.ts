@@ -30,7 +30,7 @@ export type { SweepReport } from './sweep.js';
 export { COMPACT_FRACTION, COMPACT_MIN, shouldCompact } from './sweep.js';
 
 /** Why a well-formed request could not be decided. */
-export type UndecidedReason = 'store-error' | 'shutdown';
+export type UndecidedReason = 'store-error' | 'store-slow' | 'shutdown';
 
 export type Result =
   | { kind: 'decision'; decision: Decision; whitelistEntry?: WhitelistEntry | undefined }
@@ -51,6 +51,12 @@ interface PendingRequest {
 interface PendingTask {
   task: () => Promise<void>;
 }
+
+/** On a store without a synchronous commit (Redis), the longest a batch may take before its
+ *  requests are answered "not decided" (store-slow). The client waits 3 s and a request may
+ *  first wait for the batch before its own, so two of these must stay well under that; the
+ *  batch's conditional commit may still land afterwards, which is as harmless as a timeout. */
+export const ASYNC_BATCH_DEADLINE_MS = 1000;
 
 /** A batch stops taking requests once their costs reach this many bytes (it always takes at
  *  least one). About 4,000 ordinary requests: large enough that group commit keeps its
@@ -134,6 +140,10 @@ export class Greylist {
   onSweepChunk: ((ops: readonly StoreOp[]) => Promise<void>) | null = null;
   /** the budget of one batch, in cost bytes (a knob for tests) */
   batchBudget = BATCH_BUDGET;
+  /** ASYNC_BATCH_DEADLINE_MS (a knob for tests) */
+  asyncDeadlineMs = ASYNC_BATCH_DEADLINE_MS;
+  /** the asynchronous batch that holds `busy`; a batch past its deadline gives it up */
+  private asyncBatch = 0;
   /** the opt-in grouping rules (network keys, sender tags, exceptions, pending cap) */
   grouping: Grouping = GREYDAEMON;
   /** triplets stored per client key, kept when --max-pending is on */
@@ -326,7 +336,7 @@ export class Greylist {
           continue;
         }
         this.busy = true;
-        this.runBatchAsync(batch).then(this.afterAsync, this.afterAsync);
+        this.startBatchAsync(batch);
         return;
       }
       const late = this.lateTasks.shift();
@@ -412,8 +422,32 @@ export class Greylist {
   }
 
   /** The general path: one lookup for the batch, one conditional group per request. */
-  private async runBatchAsync(batch: PendingRequest[]): Promise<void> {
-    this.now = this.clock();
+  /** Runs a batch on the general path under its deadline: past it, the batch's requests are
+   *  answered "not decided" and the queue goes on; the late batch finishes on its own and
+   *  answers nothing more. */
+  private startBatchAsync(batch: PendingRequest[]): void {
+    const id = ++this.asyncBatch;
+    let late = false;
+    const timer = setTimeout(() => {
+      if (this.asyncBatch !== id) return;
+      late = true;
+      this.asyncBatch++;
+      for (const p of batch) (p.done as Done)({ kind: 'undecided', reason: 'store-slow', error: `no answer from the store within ${this.asyncDeadlineMs} ms` }, p.tag);
+      this.afterAsync();
+    }, this.asyncDeadlineMs);
+    const finished = (): void => {
+      clearTimeout(timer);
+      if (this.asyncBatch === id) this.afterAsync();
+    };
+    this.runBatchAsync(batch, () => late).then(finished, finished);
+  }
+
+  private async runBatchAsync(batch: PendingRequest[], isLate: () => boolean): Promise<void> {
+    // its own state, not the instance's: a batch past its deadline may still be running when
+    // the next one starts
+    const now = this.clock();
+    const writes = new Map<string, number>();
+    const created: string[] = [];
     const results = new Array<Result>(batch.length);
     const redo: boolean[] = new Array<boolean>(batch.length).fill(false);
     try {
@@ -429,7 +463,7 @@ export class Greylist {
       const tKeys: string[] = [];
       for (let i = 0; i < batch.length; i++) {
         const req = batch[i].req;
-        if (isKnownGood(ipVals[i], this.now, this.settings) || 'error' in req.tail) continue;
+        if (isKnownGood(ipVals[i], now, this.settings) || 'error' in req.tail) continue;
         for (const k of tripletKeys(clientKey(req, g), req.tail, g)) {
           const dk = tripletDbKey(k);
           if (!fetched.has(dk)) {
@@ -446,7 +480,7 @@ export class Greylist {
       const groupOf: number[] = [];
       const seen = new Map<string, Value>();
       const read = (k: string): Value => {
-        const w = this.writes.get(k);
+        const w = writes.get(k);
         const v = w !== undefined ? w : fetched.get(k);
         seen.set(k, v);
         return v;
@@ -463,7 +497,7 @@ export class Greylist {
         const p = batch[i];
         seen.clear();
         const listed = p.req.family === 0 ? undefined : this.whitelist.matchNormalised(p.req.ip, p.req.family);
-        const out = decide(p.req, listed !== undefined, view, this.now, this.settings, g);
+        const out = decide(p.req, listed !== undefined, view, now, this.settings, g);
         if ('malformed' in out) {
           results[i] = { kind: 'malformed', error: out.malformed };
           continue;
@@ -475,11 +509,11 @@ export class Greylist {
           if (pending !== null && read(dk) === undefined) {
             pending.addKey(key, 1);
             (createdBy[i] ??= []).push(key);
-            this.created.push(key);
+            created.push(key);
           }
           changes.push([dk, t]);
         }
-        for (const [k, t] of changes) this.writes.set(k, t);
+        for (const [k, t] of changes) writes.set(k, t);
         results[i] = { kind: 'decision', decision: out, whitelistEntry: listed };
         if (changes.length > 0) {
           groupOf.push(i);
@@ -494,12 +528,11 @@ export class Greylist {
         }
       }
     } catch (e) {
-      this.uncount(this.created);
+      this.uncount(created);
       this.failBatch(results, e);
-    } finally {
-      this.writes.clear();
-      this.created.length = 0;
     }
+    // past its deadline its requests were answered already
+    if (isLate()) return;
     // a request that met another daemon's change is decided again, first in its source's queue
     for (let i = batch.length - 1; i >= 0; i--) if (redo[i]) this.enqueue(batch[i], true);
     for (let i = 0; i < batch.length; i++) if (!redo[i]) (batch[i].done as Done)(results[i], batch[i].tag);

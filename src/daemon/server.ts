@@ -324,8 +324,9 @@ export class Server {
     const reason = result.kind === 'decision' ? verdict : result.reason;
     const d = result.kind === 'decision' ? result.decision : undefined;
     if (result.kind === 'undecided') {
-      if (result.reason === 'store-error') this.counters.storeErrors++;
-      else this.counters.shutdown++;
+      // a store too slow to answer in time counts with the store's errors
+      if (result.reason === 'shutdown') this.counters.shutdown++;
+      else this.counters.storeErrors++;
     }
     const line = formatDecisionLine({
       client,
