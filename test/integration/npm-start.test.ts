@@ -31,9 +31,21 @@ function npmStart(args: string[]): { lines: string[]; started: Promise<string>; 
     started,
     stop: async () => {
       process.kill(-proc.pid!, 'SIGTERM');
-      return exited;
+      const code = await exited;
+      // npm may exit before the daemon below it has closed its store: wait for the whole group
+      for (let i = 0; i < 200 && groupAlive(proc.pid!); i++) await new Promise((r) => setTimeout(r, 50));
+      return code;
     },
   };
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 describe('npm start', () => {
