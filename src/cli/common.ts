@@ -1,6 +1,6 @@
 // What every program (qgreyd, qgreyctl, qgreyd-conf) shares: exit codes, how an error ends
 // the program, --version, and the small flag-reading helpers around minimist.
-import { readFileSync } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
 import { EXIT_TEMPORARY, QgreydError } from '../errors.js';
 
 export { EXIT_NO, EXIT_OK, EXIT_PERMANENT, EXIT_TEMPORARY, type ExitClass } from '../errors.js';
@@ -44,4 +44,18 @@ export function all(v: unknown): string[] {
 export function numberArg(raw: string): number | null {
   const n = raw.trim() === '' ? NaN : Number(raw);
   return Number.isFinite(n) ? n : null;
+}
+
+/** A file's lines as latin1 text (addresses and log lines are bytes), read a chunk at a time:
+ *  a save file or log of millions of lines never sits in memory. */
+export async function* fileLines(fd: number): AsyncGenerator<string> {
+  const stream = createReadStream('', { fd, start: 0, autoClose: false, encoding: 'latin1', highWaterMark: 1 << 16 });
+  let partial = '';
+  for await (const chunk of stream as AsyncIterable<string>) {
+    partial += chunk;
+    const parts = partial.split('\n');
+    partial = parts.pop()!;
+    yield* parts;
+  }
+  if (partial !== '') yield partial;
 }

@@ -4,7 +4,7 @@
 // file") into a store directory beside it, `<savefile>.qgreyd`, which is used from then on.
 // The save file itself is only ever read. The records are read by admin-ops' parseSaveLine
 // and written by its Importer, the same code as `qgreyctl import`.
-import { chownSync, closeSync, createReadStream, fsyncSync, lstatSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { chownSync, closeSync, fsyncSync, lstatSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Importer, type ImportCounts } from '../admin/ops.js';
 import { parseSaveLine, type SaveRecord } from '../savefile.js';
@@ -12,6 +12,7 @@ import { escapeField, quoted } from '../log/log.js';
 import type { Settings } from '../policy.js';
 import { Store, StoreError } from '../store/leveldb.js';
 import { QgreydError } from '../errors.js';
+import { fileLines } from './common.js';
 
 /** The store directory of save file F is F + this. */
 export const STORE_SUFFIX = '.qgreyd';
@@ -195,16 +196,3 @@ function syncDir(dir: string): void {
   }
 }
 
-/** The file's lines as latin1 text (addresses are bytes), read a chunk at a time: a save
- *  file of millions of records never sits in memory. */
-async function* fileLines(fd: number): AsyncGenerator<string> {
-  const stream = createReadStream('', { fd, start: 0, autoClose: false, encoding: 'latin1', highWaterMark: 1 << 16 });
-  let partial = '';
-  for await (const chunk of stream as AsyncIterable<string>) {
-    partial += chunk;
-    const parts = partial.split('\n');
-    partial = parts.pop()!;
-    yield* parts;
-  }
-  if (partial !== '') yield partial;
-}

@@ -1,7 +1,7 @@
 // What qgreyctl's commands share: flag parsing, the state directory, the settings of a stopped
 // daemon, opening the store (through the daemon or directly), output with flow control.
 import { once } from 'node:events';
-import { createReadStream, existsSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { Stats as FsStats } from 'node:fs';
 import minimist from 'minimist';
 import { CtlError, DEFAULT_WAIT_MS, openBackend, type Backend } from '../../admin/client.js';
@@ -223,14 +223,4 @@ export function age(seconds: number): string {
   return `${s}s`;
 }
 
-export async function* fileLines(fd: number): AsyncGenerator<string> {
-  const stream = createReadStream('', { fd, start: 0, autoClose: false, encoding: 'latin1', highWaterMark: 1 << 16 });
-  let partial = '';
-  for await (const chunk of stream as AsyncIterable<string>) {
-    partial += chunk;
-    const parts = partial.split('\n');
-    partial = parts.pop()!;
-    yield* parts;
-  }
-  if (partial !== '') yield partial;
-}
+export { fileLines } from '../common.js';
