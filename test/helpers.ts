@@ -4,6 +4,7 @@ import dgram from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { encodeRequest } from '../src/protocol.js';
 
@@ -129,8 +130,9 @@ export function runDaemon(args: string[], ms = 10_000): Promise<RunResult> {
   return runProgram(QGREYD, args, { ms });
 }
 
-/** Sends one datagram and resolves with the reply as hex ("0001"), or null after timeoutMs. */
-export function sendRaw(port: number, msg: Buffer, host = '127.0.0.1', timeoutMs = 2000): Promise<string | null> {
+/** Sends one datagram (from the local address `from`, if given) and resolves with the reply as
+ *  hex ("0001"), or null after timeoutMs. */
+export function sendRaw(port: number, msg: Buffer, host = '127.0.0.1', timeoutMs = 2000, from?: string): Promise<string | null> {
   return new Promise((res) => {
     const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
     const t = setTimeout(() => {
@@ -142,7 +144,8 @@ export function sendRaw(port: number, msg: Buffer, host = '127.0.0.1', timeoutMs
       sock.close();
       res(m.toString('hex'));
     });
-    sock.send(msg, port, host);
+    if (from === undefined) sock.send(msg, port, host);
+    else sock.bind(0, from, () => sock.send(msg, port, host));
   });
 }
 
@@ -151,3 +154,26 @@ export function query(port: number, ip: string, sender: string, recipients: stri
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Temporary directories and daemons for one test file: the file's after() hook kills the
+ *  daemons and removes the directories, whatever the tests did. Call it at the top level. */
+export function tracked(): { dir: () => string; daemon: (args: string[], opts?: Parameters<typeof startDaemon>[1]) => Promise<Daemon> } {
+  const dirs: string[] = [];
+  const daemons: Daemon[] = [];
+  after(async () => {
+    for (const d of daemons) await d.stop('SIGKILL');
+    for (const d of dirs) removeDir(d);
+  });
+  return {
+    dir: () => {
+      const d = tempDir();
+      dirs.push(d);
+      return d;
+    },
+    daemon: async (args, opts) => {
+      const d = await startDaemon(args, opts);
+      daemons.push(d);
+      return d;
+    },
+  };
+}

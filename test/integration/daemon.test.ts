@@ -3,25 +3,13 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { encodeRequest } from '../../src/protocol.js';
-import { query, removeDir, runDaemon, sendRaw, startDaemon, tempDir, type Daemon } from '../helpers.js';
+import { query, runDaemon, sendRaw, type Daemon, tracked } from '../helpers.js';
 
-const dirs: string[] = [];
-const daemons: Daemon[] = [];
-after(async () => {
-  for (const d of daemons) await d.stop('SIGKILL');
-  for (const d of dirs) removeDir(d);
-});
-function dir(): string {
-  const d = tempDir();
-  dirs.push(d);
-  return d;
-}
-async function start(args: string[], env?: NodeJS.ProcessEnv): Promise<Daemon> {
-  const d = await startDaemon(args, env === undefined ? {} : { env });
-  daemons.push(d);
-  return d;
+const { dir, daemon } = tracked();
+function start(args: string[], env?: NodeJS.ProcessEnv): Promise<Daemon> {
+  return daemon(args, env === undefined ? {} : { env });
 }
 
 // -m 0.02: min-resend 1.2 s; time passes through the daemon's test clock hook (a file of

@@ -5,26 +5,14 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { unixNow } from '../../src/daemon/queue.js';
 import { ctl } from '../ctl-helpers.js';
-import { QGREYD, query, removeDir, runDaemon, startDaemon, tempDir, type Daemon } from '../helpers.js';
+import { QGREYD, query, runDaemon, type Daemon, tracked } from '../helpers.js';
 
-const dirs: string[] = [];
-const daemons: Daemon[] = [];
-after(async () => {
-  for (const d of daemons) await d.stop('SIGKILL');
-  for (const d of dirs) removeDir(d);
-});
-function dir(): string {
-  const d = tempDir();
-  dirs.push(d);
-  return d;
-}
-async function start(args: string[], cwd?: string): Promise<Daemon> {
-  const d = await startDaemon(args, { cwd });
-  daemons.push(d);
-  return d;
+const { dir, daemon } = tracked();
+function start(args: string[], cwd?: string): Promise<Daemon> {
+  return daemon(args, { cwd });
 }
 
 const HOUR = 3600;

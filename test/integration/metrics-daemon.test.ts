@@ -2,7 +2,6 @@
 // source addresses), scraped over real HTTP, and the exposition parsed; qgreyctl stats reads
 // the same counters through the admin socket.
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -11,22 +10,6 @@ import { ctl } from '../ctl-helpers.js';
 import { query, removeDir, runDaemon, sendRaw, startDaemon, tempDir, type Daemon } from '../helpers.js';
 import { parseExposition, sampleValue, type Exposition } from '../prom-text.js';
 
-/** One datagram from a given local address; resolves with the reply's hex or null. */
-function sendFrom(from: string, port: number, msg: Buffer, timeoutMs = 1000): Promise<string | null> {
-  return new Promise((res) => {
-    const sock = dgram.createSocket('udp4');
-    const t = setTimeout(() => {
-      sock.close();
-      res(null);
-    }, timeoutMs);
-    sock.on('message', (m) => {
-      clearTimeout(t);
-      sock.close();
-      res(m.toString('hex'));
-    });
-    sock.bind(0, from, () => sock.send(msg, port, '127.0.0.1'));
-  });
-}
 
 describe('qgreyd --metrics', () => {
   let dir: string;
@@ -74,7 +57,7 @@ describe('qgreyd --metrics', () => {
     assert.equal(await query(d.port, '192.0.2.10', 'c@example.org', ['b@example.net']), '0101');
     assert.equal(await sendRaw(d.port, Buffer.from('not a request'), '127.0.0.1', 300), null); // malformed
     // from an address outside --allow: refused, unanswered
-    assert.equal(await sendFrom('127.0.0.2', d.port, encodeRequest('203.0.113.6', 'x@example.org', ['y@example.net']), 300), null);
+    assert.equal(await sendRaw(d.port, encodeRequest('203.0.113.6', 'x@example.org', ['y@example.net']), '127.0.0.1', 300, '127.0.0.2'), null);
 
     const e = await scrape();
     assert.equal(e.types.get('qgreyd_replies_total'), 'counter');

@@ -5,29 +5,17 @@ import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { buildRequest, clientIpField, type Family, NETQMAIL_MAX_REQUEST, type Outcome, parseGreyip, QmailSmtpd } from '../qmail-client.js';
-import { removeDir, startDaemon, tempDir, type Daemon } from '../helpers.js';
+import { type Daemon, tracked } from '../helpers.js';
 
 const FAMILIES: Family[] = ['netqmail', 'indimail'];
 /** replies come within milliseconds; a silence this long is silence */
 const SILENCE_MS = 1000;
 
-const dirs: string[] = [];
-const daemons: Daemon[] = [];
-after(async () => {
-  for (const d of daemons) await d.stop('SIGKILL');
-  for (const d of dirs) removeDir(d);
-});
-function dir(): string {
-  const d = tempDir();
-  dirs.push(d);
-  return d;
-}
-async function start(args: string[], env?: NodeJS.ProcessEnv): Promise<Daemon> {
-  const d = await startDaemon([...args, '127.0.0.1:0', dir()], env ? { env: { ...process.env, ...env } } : {});
-  daemons.push(d);
-  return d;
+const { dir, daemon } = tracked();
+function start(args: string[], env?: NodeJS.ProcessEnv): Promise<Daemon> {
+  return daemon([...args, '127.0.0.1:0', dir()], env ? { env: { ...process.env, ...env } } : {});
 }
 /** GREYIP pointing at the daemon, in the family's syntax */
 function greyip(family: Family, port: number): string {
@@ -248,8 +236,7 @@ describe('the store made unavailable (a full disk)', { skip: ROOT ? false : 'nee
       mkdirSync(mnt);
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
       try {
-        const d = await startDaemon(['-m', '600', ...(failClosed ? ['--fail-closed'] : []), '127.0.0.1:0', join(mnt, 'state')]);
-        daemons.push(d);
+        const d = await daemon(['-m', '600', ...(failClosed ? ['--fail-closed'] : []), '127.0.0.1:0', join(mnt, 'state')]);
         assert.match(d.lines[0], new RegExp(` fail=${failClosed ? 'closed' : 'open'}$`));
         fillUp(join(mnt, 'filler'));
         const want = failClosed ? '0004' : '0105';
