@@ -172,9 +172,8 @@ export class RecordIndex {
       return null;
     }
     try {
-      const header = Buffer.alloc(HEADER_BYTES);
-      if (readSync(fd, header, 0, HEADER_BYTES, 0) !== HEADER_BYTES || header.toString('latin1', 0, 8) !== MAGIC) return null;
-      return Buffer.from(header.subarray(16, 32));
+      const header = readHeader(fd);
+      return header === null ? null : Buffer.from(header.subarray(16, 32));
     } finally {
       closeSync(fd);
     }
@@ -189,9 +188,8 @@ export class RecordIndex {
       return null;
     }
     try {
-      const header = Buffer.alloc(HEADER_BYTES);
-      if (readSync(fd, header, 0, HEADER_BYTES, 0) !== HEADER_BYTES) return null;
-      if (header.toString('latin1', 0, 8) !== MAGIC || !header.subarray(16, 32).equals(stamp)) return null;
+      const header = readHeader(fd);
+      if (header === null || !header.subarray(16, 32).equals(stamp)) return null;
       const capacity = header.readUInt32LE(8);
       if (capacity < MIN_CAPACITY || (capacity & (capacity - 1)) !== 0) return null;
       const ix = new RecordIndex(capacity);
@@ -309,4 +307,11 @@ const HEADER_BYTES = 32;
 
 function writeAll(fd: number, bytes: Uint8Array): void {
   for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
+}
+
+/** A saved table's header, or null when the file is too short or not a table. */
+function readHeader(fd: number): Buffer | null {
+  const header = Buffer.alloc(HEADER_BYTES);
+  if (readSync(fd, header, 0, HEADER_BYTES, 0) !== HEADER_BYTES || header.toString('latin1', 0, 8) !== MAGIC) return null;
+  return header;
 }
