@@ -64,6 +64,41 @@ export function runStoreSuite(name: string, open: SuiteFactory): void {
         assert.equal(store.healthy, true);
       }));
 
+    it('expires from its index when it has one: every record judged with its kind, deleted or re-dated as told, in slices', () =>
+      withStore(async (s, current) => {
+        const store = s.store;
+        if (!store.capabilities.indexExpiry) return;
+        const records: Array<[string, number]> = [];
+        for (let i = 0; i < 1500; i++) records.push([tripletDbKey(`192.0.2.${i % 200} s${i}@x r@y`), 1_700_000_000 + i]);
+        for (let i = 0; i < 100; i++) records.push([ipKey(`198.51.100.${i}`), 1_700_000_000 + 10 * i]);
+        records.push([ipKey('203.0.113.1'), 1_700_000_000.5]);
+        assert.equal(await commit(store, [put(...records)]), null);
+        const seen = { ip: 0, triplet: 0 };
+        let slices = 0;
+        const report = await store.expireIndex!(
+          (kind, t) => {
+            seen[kind]++;
+            return t < 1_700_000_500 ? null : t === 1_700_000_990 ? 1_800_000_000 : undefined;
+          },
+          { sliceSlots: 256, runSlice: async (slice) => (slices++, slice()) },
+        );
+        assert.ok(slices > 2, `in slices: ${slices}`);
+        assert.ok(seen.ip >= 101 && seen.triplet >= 1500, JSON.stringify(seen));
+        const want = new Map<string, number>();
+        for (const [k, t] of records) if (!(t < 1_700_000_500)) want.set(k, t === 1_700_000_990 ? 1_800_000_000 : t);
+        assert.equal(report.deleted, records.length - want.size);
+        assert.equal(report.normalised, 2, 'one triplet and one IP carried 1_700_000_990');
+        const keys = records.map(([k]) => k);
+        assert.deepEqual(await store.lookup(keys), keys.map((k) => want.get(k)));
+        // what a scan (dump, export) reads agrees, and so does the store reopened
+        const scanned = new Map<string, number>();
+        for (const p of [IP_PREFIX, TRIPLET_PREFIX]) for (const r of await all(store, p)) scanned.set(r.key, r.time);
+        assert.deepEqual([...scanned].sort(), [...want].sort());
+        await store.close();
+        current.store = await s.reopen();
+        assert.deepEqual(await current.store.lookup(keys), keys.map((k) => want.get(k)));
+      }));
+
     it('looks up absent keys as undefined, and commits, overwrites and deletes', () =>
       withStore(async ({ store }) => {
         const ip = ipKey('192.0.2.1');

@@ -138,6 +138,13 @@ export class Greylist {
   expiryClock: () => number;
   /** A test seam: awaited after the sweep chose a chunk's changes and before it commits them. */
   onSweepChunk: ((ops: readonly StoreOp[]) => Promise<void>) | null = null;
+  /** A test seam: awaited before each slice of a sweep from the index. */
+  onSweepSlice: (() => Promise<void>) | null = null;
+  /** Sweep from the store's index when it has one (indexExpiry); false makes it scan, as it
+   *  does while pending counts are kept (a knob for tests of the scanning sweep). */
+  sweepFromIndex = true;
+  /** index slots per slice of a sweep from the index (undefined: the store's own size) */
+  sweepSliceSlots: number | undefined = undefined;
   /** the budget of one batch, in cost bytes (a knob for tests) */
   batchBudget = BATCH_BUDGET;
   /** ASYNC_BATCH_DEADLINE_MS (a knob for tests) */

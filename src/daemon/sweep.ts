@@ -2,17 +2,25 @@
 // records dated ahead of now to now. Deadness is the policy's rule (isDeadIp, isDeadTriplet),
 // judged by the queue's expiryClock.
 //
-// Records are read a chunk at a time (scan), and a chunk's changes are committed between
-// request batches as groups conditional on the value read: a record that a request or an
-// admin change wrote after it was read no longer holds that value, so its group is refused and
-// the record stays for the next sweep. Nothing else needs to be told about a running sweep.
+// Two ways, chosen by the store's capabilities:
+// - From the index (indexExpiry, the local store): the store judges every record in its
+//   in-memory index, a slice of slots at a time; each slice runs as exclusive work between
+//   request batches, so a judgement and its change are one step no request can come between.
+//   The store then cleans LevelDB behind the index, paced here. Nothing is read from LevelDB
+//   to decide. Not while --max-pending keeps counts per client: the index holds no keys, so
+//   a deleted triplet could not be taken off its client's count; that case scans.
+// - By scanning (every other store without TTLs, and the case above): records are read a
+//   chunk at a time (scan), and a chunk's changes are committed between request batches as
+//   groups conditional on the value read: a record that a request or an admin change wrote
+//   after it was read no longer holds that value, so its group is refused and the record
+//   stays for the next sweep.
 // A store whose records expire by themselves (ttlExpiry) is not swept.
 //
-// While requests come, the sweep pauses after each chunk. A corrupt part of the store is
-// stepped over and reported. After a sweep that deleted much, the store is compacted.
+// While requests come, the sweep pauses after each slice or chunk. A corrupt part of the store
+// is stepped over and reported. After a sweep that deleted much, the store is compacted.
 import { isDeadIp, isDeadTriplet, isFuture } from '../policy.js';
 import { IP_PREFIX, TRIPLET_PREFIX } from '../store/keys.js';
-import type { Change, CommitGroup } from '../store/types.js';
+import type { Change, CommitGroup, ExpiryJudge } from '../store/types.js';
 import type { Greylist } from './queue.js';
 
 export interface SweepReport {
@@ -25,6 +33,8 @@ export interface SweepReport {
   corrupt?: string;
   /** how long the compaction after the sweep took, when there was one */
   compactMs?: number;
+  /** sweeping from the index: LevelDB records deleted or rewritten behind it */
+  cleaned?: number;
 }
 
 /** A sweep compacts the store when it deleted at least COMPACT_MIN records and at least
@@ -57,6 +67,17 @@ export class Sweeper {
     await this.sweeping?.catch(() => undefined);
   }
 
+  /** Paces the sweep: a turn of the event loop, or SWEEP_PAUSE_MS when request batches were
+   *  decided since the last pause. */
+  private readonly pace = (): Promise<void> => {
+    const q = this.queue;
+    if (q.requestBatches > 0) {
+      q.requestBatches = 0;
+      return new Promise((r) => setTimeout(r, SWEEP_PAUSE_MS));
+    }
+    return new Promise((r) => setImmediate(r));
+  };
+
   private async run(chunk: number): Promise<SweepReport> {
     const started = Date.now();
     const q = this.queue;
@@ -64,6 +85,36 @@ export class Sweeper {
     const report: SweepReport = { scanned: 0, deleted: 0, normalised: 0, ms: 0 };
     if (store.capabilities.ttlExpiry) return report;
     const onCorrupt = (message: string) => (report.corrupt ??= message);
+    if (store.capabilities.indexExpiry && store.expireIndex !== undefined && q.pending === null && q.sweepFromIndex) {
+      let now = 0;
+      let expiryNow = 0;
+      const judge: ExpiryJudge = (kind, time) => {
+        const s = q.settings;
+        if (isFuture(time, now, s)) return now;
+        return (kind === 'ip' ? isDeadIp(time, expiryNow, s) : isDeadTriplet(time, expiryNow, s)) ? null : undefined;
+      };
+      const r = await store.expireIndex(judge, {
+        runSlice: async (slice) => {
+          await q.onSweepSlice?.();
+          await q.exclusive(() => {
+            now = q.clock();
+            expiryNow = Math.min(q.expiryClock(), now);
+            slice();
+            return Promise.resolve();
+          });
+          await this.pace();
+        },
+        pause: this.pace,
+        stopping: () => this.stopping,
+        onCorrupt,
+        ...(q.sweepSliceSlots !== undefined ? { sliceSlots: q.sweepSliceSlots } : {}),
+      });
+      report.scanned = r.scanned;
+      report.deleted = r.deleted;
+      report.normalised = r.normalised;
+      report.cleaned = r.cleaned;
+      return this.finish(report, started);
+    }
     for (const [prefix, dead] of [
       [TRIPLET_PREFIX, isDeadTriplet],
       [IP_PREFIX, isDeadIp],
@@ -103,6 +154,11 @@ export class Sweeper {
         }
       }
     }
+    return this.finish(report, started);
+  }
+
+  private async finish(report: SweepReport, started: number): Promise<SweepReport> {
+    const store = this.queue.store;
     // Deleted records leave tombstones and the old values in LevelDB's files until a
     // compaction reaches them, which a store that stopped growing may wait for for ever.
     // Not over a corrupt block: a compaction that reads one fails, and LevelDB then refuses

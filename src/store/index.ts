@@ -106,7 +106,8 @@ export class RecordIndex {
     const end = Math.min(cap, from + limit);
     while (i < end) {
       const h = this.hi[i];
-      if ((h & OCCUPIED) === 0) {
+      // (a slot holding ODD is judged by visitOdd, which knows its key)
+      if ((h & OCCUPIED) === 0 || this.time[i] === ODD) {
         i++;
         continue;
       }
@@ -119,6 +120,15 @@ export class RecordIndex {
       }
     }
     return i >= cap ? -1 : i;
+  }
+
+  /** Like visit(), for the records whose times the table cannot hold (see `odd`). */
+  visitOdd(fn: (ip: boolean, time: number) => number | null | undefined): void {
+    for (const [key, time] of [...this.odd]) {
+      const r = fn(key.startsWith('I '), time);
+      if (r === null) this.delete(key);
+      else if (r !== undefined) this.set(key, r);
+    }
   }
 
   /** Writes the table to a file; with `stamp` (16 bytes) to match at load. */

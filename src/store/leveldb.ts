@@ -21,7 +21,7 @@ import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, 
 import { join, resolve } from 'node:path';
 import { Level } from 'level';
 import { StoreError } from './errors.js';
-import type { Change, CommitGroup, CommitResult, GreylistStore, ScanOptions, StoreCapabilities, StoredRecord, StoreHealth, Value } from './types.js';
+import type { Change, CommitGroup, CommitResult, ExpireOptions, ExpireReport, ExpiryJudge, GreylistStore, ScanOptions, StoreCapabilities, StoredRecord, StoreHealth, Value } from './types.js';
 import { checkGroups } from './commit.js';
 import { RecordIndex } from './index.js';
 import { decodeMeta, decodeTime, encodeMeta, encodeTime, FORMAT_KEY, FORMAT_VERSION, IP_PREFIX, TRIPLET_PREFIX } from './keys.js';
@@ -67,8 +67,13 @@ const CAPABILITIES: StoreCapabilities = {
   ttlExpiry: false,
   shared: false,
   compact: true,
-  indexExpiry: false,
+  indexExpiry: true,
 };
+
+/** index slots judged in one slice of expireIndex(): about a third of a millisecond */
+const EXPIRE_SLICE = 32_768;
+/** LevelDB records read in one chunk of the cleaning behind the index */
+const CLEAN_CHUNK = 500;
 
 /** how long committed changes wait before the background feed writes them to LevelDB: long
  *  enough that a feed is one large batch, short enough that the logs stay small */
@@ -76,7 +81,7 @@ const FEED_MS = 100;
 /** changes per LevelDB batch write in the feed */
 const FEED_BATCH = 50_000;
 /** changes added to a feed batch in one turn */
-const FEED_SLICE = 2_000;
+const FEED_SLICE = 500;
 /** a log file this large is closed at the next feed, and deleted once LevelDB holds it */
 const WAL_ROTATE_BYTES = 64 << 20;
 /** the index saved at a clean close, beside LevelDB */
@@ -122,6 +127,9 @@ export class Store implements GreylistStore {
   // 0: the first feed after open saves one, so that a crash soon after a start is cheap too
   private lastSnapshot = 0;
   private commitsAtSnapshot = 0;
+  /** whether a cleaning of LevelDB behind the index has run to its end since open: until one
+   *  has, each expiry cleans, so that what a crash left behind is found */
+  private cleanedSinceOpen = false;
 
   private constructor(
     private db: Db,
@@ -500,9 +508,36 @@ export class Store implements GreylistStore {
    *  goes on with every record it can read. Without it, corruption fails the scan.
    *  The scan reads LevelDB once it holds every change committed before the scan began. */
   async *scan(prefix: string, opts: ScanOptions = {}): AsyncGenerator<StoredRecord[]> {
+    for await (const entries of this.chunks(prefix, opts, (db, range) => db.iterator(range), (e) => e[0])) {
+      const records: StoredRecord[] = [];
+      for (const [key, value] of entries) {
+        try {
+          records.push({ key, time: decodeTime(value) });
+        } catch (e) {
+          if (opts.onCorrupt === undefined) throw e;
+          opts.onCorrupt(`state directory ${this.dir}: record ${JSON.stringify(key.slice(0, 200))}: ${(e as Error).message}; it was skipped`);
+        }
+      }
+      if (records.length > 0) yield records;
+    }
+  }
+
+  /** scan() for keys only: no value is copied out of LevelDB or decoded. */
+  private keys(prefix: string, opts: ScanOptions): AsyncGenerator<string[]> {
+    return this.chunks(prefix, opts, (db, range) => db.keys(range), (k) => k);
+  }
+
+  /** What scan() and keys() share: LevelDB read in chunks once it holds every change committed
+   *  before, and a corrupt block stepped over when opts.onCorrupt is given. */
+  private async *chunks<T>(
+    prefix: string,
+    opts: ScanOptions,
+    open: (db: Db, range: { gt: string; lt: string }) => { nextv(n: number): Promise<T[]>; close(): Promise<void> },
+    keyOf: (entry: T) => string,
+  ): AsyncGenerator<T[]> {
     await this.flush();
     const db = await this.usable();
-    const range = (after: string | undefined) => db.iterator({ gt: after ?? prefix, lt: prefix + '\uffff' });
+    const range = (after: string | undefined) => open(db, { gt: after ?? prefix, lt: prefix + '\uffff' });
     let after = opts.after;
     let it = range(after);
     // LevelDB's iterator steps over a block it cannot read and only says so when it reaches
@@ -511,7 +546,7 @@ export class Store implements GreylistStore {
     let corrupt: string | null = null;
     try {
       for (;;) {
-        let entries: Array<[string, Buffer]>;
+        let entries: T[];
         try {
           entries = await it.nextv(corrupt !== null ? 1 : opts.chunk ?? 1000);
         } catch (e) {
@@ -525,23 +560,78 @@ export class Store implements GreylistStore {
           continue;
         }
         if (entries.length === 0) break;
-        after = entries[entries.length - 1][0];
-        const records: StoredRecord[] = [];
-        for (const [key, value] of entries) {
-          try {
-            records.push({ key, time: decodeTime(value) });
-          } catch (e) {
-            if (opts.onCorrupt === undefined) throw e;
-            opts.onCorrupt(`state directory ${this.dir}: record ${JSON.stringify(key.slice(0, 200))}: ${(e as Error).message}; it was skipped`);
-          }
-        }
-        if (records.length > 0) yield records;
+        after = keyOf(entries[entries.length - 1]);
+        yield entries;
       }
       // (the second pass may not meet the damage again: it starts past it when it lay before)
       if (corrupt !== null) opts.onCorrupt?.(`state directory ${this.dir}: ${corrupt}; the records in the damaged part were skipped; stop qgreyd and run: qgreyd --repair ${this.dir}`);
     } finally {
       await it.close();
     }
+  }
+
+  /** Expires from the index (see GreylistStore.expireIndex), then brings LevelDB in line with
+   *  it: a record the index no longer holds is deleted, one whose time differs is rewritten.
+   *  Those changes join the background feed in order with the commits, so a record a request
+   *  wrote after the index pass is never deleted behind it: the cleaning reads the index at
+   *  the moment it queues a change, and the feed applies changes in the order queued. */
+  async expireIndex(judge: ExpiryJudge, opts: ExpireOptions = {}): Promise<ExpireReport> {
+    if (this.closed) throw this.closedError();
+    const report: ExpireReport = { scanned: 0, deleted: 0, normalised: 0, cleaned: 0 };
+    const stopping = opts.stopping ?? (() => false);
+    const runSlice = opts.runSlice ?? nextTurnAfter;
+    const fn = (ip: boolean, time: number): number | null | undefined => {
+      report.scanned++;
+      const r = judge(ip ? 'ip' : 'triplet', time);
+      if (r === null) report.deleted++;
+      else if (r !== undefined) report.normalised++;
+      return r;
+    };
+    let from = 0;
+    let capacity = this.index.capacity;
+    const slice = (): void => {
+      if (this.closed) {
+        from = -1;
+        return;
+      }
+      // requests added records and the table grew: every slot moved, so the pass starts
+      // again (a record judged twice is judged the same)
+      if (this.index.capacity !== capacity) {
+        capacity = this.index.capacity;
+        from = 0;
+      }
+      from = this.index.visit(from, opts.sliceSlots ?? EXPIRE_SLICE, fn);
+    };
+    while (from >= 0 && !stopping()) await runSlice(slice);
+    if (from < 0 && !this.closed) await runSlice(() => this.index.visitOdd(fn));
+    if (stopping() || this.closed || (report.deleted + report.normalised === 0 && this.cleanedSinceOpen)) return report;
+
+    const pause = opts.pause ?? nextTurn;
+    const scanOpts: ScanOptions = { chunk: CLEAN_CHUNK, ...(opts.onCorrupt !== undefined ? { onCorrupt: opts.onCorrupt } : {}) };
+    for (const prefix of [TRIPLET_PREFIX, IP_PREFIX]) {
+      // a record re-dated in the index is rewritten, so then the times are read and compared;
+      // otherwise only deletions are due, and keys are enough
+      const chunks = report.normalised > 0 ? this.scan(prefix, scanOpts) : this.keys(prefix, scanOpts);
+      for await (const chunk of chunks) {
+        if (stopping() || this.closed) return report;
+        let changes: Change[] | null = null;
+        for (const entry of chunk) {
+          const key = typeof entry === 'string' ? entry : entry.key;
+          const t = this.index.get(key);
+          if (typeof entry === 'string' ? t === undefined : t !== entry.time) (changes ??= []).push([key, t ?? null]);
+        }
+        if (changes !== null) {
+          this.pending.push(changes);
+          this.pendingCount += changes.length;
+          this.commits++;
+          report.cleaned += changes.length;
+          if (this.feedTimer === null && this.feeding === null) this.feedTimer = setTimeout(this.runFeed, FEED_MS).unref();
+        }
+        await pause();
+      }
+    }
+    this.cleanedSinceOpen = true;
+    return report;
   }
 
   /** Compacts the whole key range, so that the space of deleted records goes back to the
@@ -689,6 +779,15 @@ async function repairLocked(path: string): Promise<void> {
 
 /** LevelDB creates its files (tables, logs, manifests) from its own threads for as long as the
  *  store is open, so the process umask, not a call's, decides their mode: 0600. */
+function nextTurn(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
+
+function nextTurnAfter(slice: () => void): Promise<void> {
+  slice();
+  return nextTurn();
+}
+
 function privateFiles(): void {
   process.umask(process.umask() | 0o077);
 }

@@ -3,7 +3,8 @@
 // MemoryData (which the suite uses to check what "reopen" means).
 import { checkGroups } from './commit.js';
 import { StoreError } from './errors.js';
-import type { Change, CommitGroup, CommitResult, GreylistStore, ScanOptions, StoreCapabilities, StoredRecord, Value } from './types.js';
+import { IP_PREFIX } from './keys.js';
+import type { Change, CommitGroup, CommitResult, ExpireOptions, ExpireReport, ExpiryJudge, GreylistStore, ScanOptions, StoreCapabilities, StoredRecord, Value } from './types.js';
 
 export type MemoryData = Map<string, number>;
 
@@ -13,7 +14,7 @@ const CAPABILITIES: StoreCapabilities = {
   ttlExpiry: false,
   shared: false,
   compact: false,
-  indexExpiry: false,
+  indexExpiry: true,
 };
 
 export class MemoryStore implements GreylistStore {
@@ -83,6 +84,35 @@ export class MemoryStore implements GreylistStore {
     }
   }
 
+  /** The map is both the index and the store of record: nothing to clean behind it. Slices
+   *  of EXPIRE_SLICE records, like the local store's. */
+  async expireIndex(judge: ExpiryJudge, opts: ExpireOptions = {}): Promise<ExpireReport> {
+    this.check();
+    const report: ExpireReport = { scanned: 0, deleted: 0, normalised: 0, cleaned: 0 };
+    const keys = [...this.data.keys()];
+    const runSlice = opts.runSlice ?? ((slice: () => void) => (slice(), Promise.resolve()));
+    for (let i = 0; i < keys.length && !(opts.stopping?.() ?? false); ) {
+      const end = Math.min(keys.length, i + (opts.sliceSlots ?? EXPIRE_SLICE));
+      await runSlice(() => {
+        for (; i < end; i++) {
+          const time = this.data.get(keys[i]);
+          // (deleted by a commit since the pass began)
+          if (time === undefined) continue;
+          report.scanned++;
+          const r = judge(keys[i].startsWith(IP_PREFIX) ? 'ip' : 'triplet', time);
+          if (r === null) {
+            this.data.delete(keys[i]);
+            report.deleted++;
+          } else if (r !== undefined) {
+            this.data.set(keys[i], r);
+            report.normalised++;
+          }
+        }
+      });
+    }
+    return report;
+  }
+
   close(): Promise<void> {
     this.closed = true;
     return Promise.resolve();
@@ -92,6 +122,8 @@ export class MemoryStore implements GreylistStore {
     if (this.closed) throw new StoreError('QGREYD_STORE_IO', 'the memory store is closed');
   }
 }
+
+const EXPIRE_SLICE = 4_096;
 
 /** LevelDB's order for utf8 keys is byte order, which for these keys (no surrogates in
  *  practice) is code-unit order. */

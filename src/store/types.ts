@@ -72,10 +72,30 @@ export interface ScanOptions {
  *  sets it to that time (a record dated ahead of the clock). `kind` says which record type. */
 export type ExpiryJudge = (kind: 'ip' | 'triplet', time: number) => number | null | undefined;
 
+export interface ExpireOptions {
+  /** Runs one slice of the pass over the index (a few thousand slots: well under a
+   *  millisecond) and resolves after it. The caller serialises it with its own writes (the
+   *  daemon runs it between request batches) and paces the pass here. Default: at once, then
+   *  a turn of the event loop. */
+  runSlice?: (slice: () => void) => Promise<void>;
+  /** index slots per slice (a knob for tests; the backend has its own default) */
+  sliceSlots?: number;
+  /** awaited between the chunks of the cleaning behind the index: the caller paces it here */
+  pause?: () => Promise<void>;
+  /** asked between slices and chunks: true ends the expiry early (what was done stays done) */
+  stopping?: () => boolean;
+  /** with it, corrupt parts the cleaning meets are reported here and stepped over */
+  onCorrupt?: (message: string) => void;
+}
+
 export interface ExpireReport {
+  /** records judged */
   scanned: number;
   deleted: number;
   normalised: number;
+  /** records of the store of record brought in line with the index behind it: deleted where
+   *  the index has none, rewritten where its time differs */
+  cleaned: number;
 }
 
 /** When a record may be dropped (Unix seconds), from its key and time: what a TTL backend sets
@@ -104,9 +124,13 @@ export interface GreylistStore {
   /** Records whose key starts with prefix, in key order, in chunks. */
   scan(prefix: string, opts?: ScanOptions): AsyncGenerator<StoredRecord[]>;
 
-  /** Only with capabilities.indexExpiry: judges every record from the index and applies the
-   *  judge's changes as one commit; the store of record is cleaned behind it. */
-  expireIndex?(judge: ExpiryJudge): Promise<ExpireReport>;
+  /** Only with capabilities.indexExpiry: judges every record from the in-memory index, a
+   *  slice at a time (opts.runSlice), without reading the store of record, and applies each
+   *  answer to the index at once. Then the store of record is brought in line behind it, in
+   *  the background (opts.pause between chunks). Resolves when both are done. The changes are
+   *  not in the write-ahead log: a record they remove is dead by its time, so one that comes
+   *  back after a crash is expired again by the next sweep. */
+  expireIndex?(judge: ExpiryJudge, opts?: ExpireOptions): Promise<ExpireReport>;
 
   /** Only with capabilities.compact. */
   compact?(): Promise<void>;

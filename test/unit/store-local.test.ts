@@ -49,6 +49,43 @@ describe('the record index', () => {
     }
   });
 
+  it('visit() in small steps judges every record at least once; its deletions and re-datings agree with a Map, odd times included', () => {
+    const r = new Prng(11);
+    const ix = new RecordIndex(16);
+    const oracle = new Map<string, number>();
+    for (let i = 0; i < 20_000; i++) {
+      const key = (r.int(0, 1) ? 'I ' : 'G ') + String(i);
+      const t = r.int(0, 9) === 0 ? 2 ** 32 + i : r.int(0, 1000);
+      ix.set(key, t);
+      oracle.set(key, t);
+    }
+    // the rule: below 300 goes, 500 becomes 7, odd times (over 2^32) become 9; kinds are told
+    const rule = (ip: boolean, key: string | null, t: number): number | null | undefined => {
+      if (key !== null) assert.equal(ip, key.startsWith('I '));
+      return t > 2 ** 32 ? 9 : t < 300 ? null : t === 500 ? 7 : undefined;
+    };
+    let judged = 0;
+    const fn = (ip: boolean, t: number) => (judged++, rule(ip, null, t));
+    let from = 0;
+    let steps = 0;
+    // steps smaller than the runs, so that deletions shift entries across step boundaries and
+    // across the end of the table
+    while (from >= 0) {
+      from = ix.visit(from, 37, fn);
+      steps++;
+    }
+    ix.visitOdd(fn);
+    assert.ok(steps > 100);
+    assert.ok(judged >= oracle.size, `judged ${judged} of ${oracle.size}`);
+    for (const [key, t] of oracle) {
+      const want = rule(key.startsWith('I '), key, t);
+      if (want === null) oracle.delete(key);
+      else if (want !== undefined) oracle.set(key, want);
+    }
+    assert.equal(ix.size, oracle.size);
+    for (let i = 0; i < 20_000; i++) for (const p of ['I ', 'G ']) assert.equal(ix.get(p + String(i)), oracle.get(p + String(i)), p + String(i));
+  });
+
   it('keeps times a uint32 cannot hold exactly', () => {
     const ix = new RecordIndex();
     ix.set('I a', 2 ** 32 + 7);
@@ -205,6 +242,41 @@ describe('the record bound', () => {
       } finally {
         await s.close();
       }
+    } finally {
+      removeDir(dir);
+    }
+  });
+});
+
+describe('the sweep from the index, behind it in LevelDB', () => {
+  it('a record written while LevelDB is cleaned is never deleted behind the index, whether its delete was queued already or not', async () => {
+    const dir = tempDir();
+    try {
+      const store = await Store.open(dir);
+      const keys = Array.from({ length: 3000 }, (_, i) => tripletDbKey(`192.0.2.1 s${String(i).padStart(4, '0')}@x r@y`));
+      await store.write(keys.map((k) => [k, 1000] as [string, number]));
+      await store.flush();
+      let pauses = 0;
+      const first = keys[0];
+      const last = keys[keys.length - 1];
+      const report = await store.expireIndex((_kind, t) => (t === 1000 ? null : undefined), {
+        pause: async () => {
+          // after the first chunk: `first`'s delete is queued for LevelDB, `last` not reached
+          if (pauses++ === 0) await store.write([[first, 2000], [last, 3000]]);
+        },
+      });
+      assert.equal(report.deleted, 3000);
+      assert.ok(pauses >= 3, `cleaned in chunks: ${pauses}`);
+      assert.deepEqual(await store.get([first, last, keys[1]]), [2000, 3000, undefined]);
+      await store.flush();
+      const held: Array<[string, number]> = [];
+      for await (const chunk of store.scan(TRIPLET_PREFIX)) for (const rec of chunk) held.push([rec.key, rec.time]);
+      assert.deepEqual(held, [[first, 2000], [last, 3000]]);
+      await store.close();
+      // and after a restart
+      const again = await Store.open(dir);
+      assert.deepEqual(await again.get([first, last, keys[1]]), [2000, 3000, undefined]);
+      await again.close();
     } finally {
       removeDir(dir);
     }

@@ -131,11 +131,49 @@ describe('greylist queue and expiry', () => {
       const store = await Store.open(dir);
       await store.write([[tripletDbKey('192.0.2.1 a@b c@d'), now - 13 * 3600]]);
       const g = new Greylist(store, settings, Whitelist.empty(), () => now);
+      g.sweepFromIndex = false;
       // the request is queued before the sweep's delete task runs: it restarts the clock (00 03)
       const sweep = g.sweep();
       const r = await g.decideAsync(req('192.0.2.1', 'a@b', ['c@d']));
       assert.ok(r.kind === 'decision' && r.decision.verdict === 'too-late');
       await sweep;
+      now += 400;
+      const again = await g.decideAsync(req('192.0.2.1', 'a@b', ['c@d']));
+      assert.ok(again.kind === 'decision' && again.decision.verdict === 'passed', JSON.stringify(again));
+      await store.close();
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('from the index: a request during the sweep either meets the stale triplet or a new one, and its write stands', async () => {
+    const dir = tempDir();
+    try {
+      let now = 3_000_000;
+      const store = await Store.open(dir);
+      const key = tripletDbKey('192.0.2.1 a@b c@d');
+      const others: Array<[string, number]> = [];
+      for (let i = 0; i < 3000; i++) others.push([tripletDbKey(`192.0.2.2 s${i}@b c@d`), now - 13 * 3600]);
+      await store.write([[key, now - 13 * 3600], ...others]);
+      const g = new Greylist(store, settings, Whitelist.empty(), () => now);
+      g.sweepSliceSlots = 512;
+      const sweep = g.sweep();
+      const r = await g.decideAsync(req('192.0.2.1', 'a@b', ['c@d']));
+      // decided before the slice holding the triplet (it restarts its clock: 00 03) or after
+      // (the sweep deleted it: a new triplet, 00 01); both defer and store the time now
+      assert.ok(r.kind === 'decision' && (r.decision.verdict === 'too-late' || r.decision.verdict === 'new'), JSON.stringify(r));
+      const report = await sweep;
+      assert.ok(report.deleted >= 3000, `deleted ${report.deleted}`);
+      assert.deepEqual(await store.get([key]), [now]);
+      await store.flush();
+      let inLevelDb = 0;
+      for await (const chunk of store.scan('G ')) {
+        for (const rec of chunk) {
+          assert.deepEqual([rec.key, rec.time], [key, now]);
+          inLevelDb++;
+        }
+      }
+      assert.equal(inLevelDb, 1, 'LevelDB holds the request\'s write and nothing the sweep expired');
       now += 400;
       const again = await g.decideAsync(req('192.0.2.1', 'a@b', ['c@d']));
       assert.ok(again.kind === 'decision' && again.decision.verdict === 'passed', JSON.stringify(again));

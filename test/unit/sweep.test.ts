@@ -37,7 +37,7 @@ async function count(store: Store, prefix: string): Promise<number> {
   return n;
 }
 
-describe('admin writes during a sweep', () => {
+describe('admin writes during a scanning sweep', () => {
   it('an allow and an import made between the snapshot read and the delete are not undone', () =>
     withStore(async (store) => {
       const allowed = ipKey('192.0.2.1');
@@ -52,6 +52,7 @@ describe('admin writes during a sweep', () => {
         [ipKey('192.0.2.5'), NOW - 8 * D],
       ]);
       const g = new Greylist(store, settings, Whitelist.empty(), () => NOW);
+      g.sweepFromIndex = false;
       const ctx = g.opsContext();
       const seen: StoreOp[] = [];
       g.onSweepChunk = async (ops) => {
@@ -81,7 +82,58 @@ describe('admin writes during a sweep', () => {
     }));
 });
 
-describe('the sweep and the clock', () => {
+/** What LevelDB holds once fed, by key; each record also what the index holds. */
+async function levelDb(store: Store): Promise<Record<string, number>> {
+  await store.flush();
+  const out: Record<string, number> = {};
+  for (const prefix of ['I ', 'G ']) {
+    for await (const chunk of store.scan(prefix)) {
+      const inIndex = await store.get(chunk.map((r) => r.key));
+      chunk.forEach((r, i) => {
+        assert.equal(inIndex[i], r.time, `LevelDB's ${r.key} is the index's`);
+        out[r.key] = r.time;
+      });
+    }
+  }
+  return out;
+}
+
+describe('admin writes during a sweep from the index', () => {
+  it('an allow, an import and a forget made between slices hold; LevelDB is cleaned to match', () =>
+    withStore(async (store) => {
+      const allowed = ipKey('192.0.2.1');
+      const imported = tripletDbKey('192.0.2.3 a@x b@y');
+      const forgotten = ipKey('192.0.2.4');
+      const dead: Array<[string, number]> = [];
+      // enough records for several slices and cleaning chunks
+      for (let i = 0; i < 5000; i++) dead.push([tripletDbKey(`192.0.2.9 s${i}@x b@y`), NOW - 13 * H]);
+      await store.write([[allowed, NOW - 8 * D], [imported, NOW - 13 * H], [forgotten, NOW - 8 * D], [ipKey('192.0.2.5'), NOW - 8 * D], ...dead]);
+      await store.flush();
+      const g = new Greylist(store, settings, Whitelist.empty(), () => NOW);
+      const ctx = g.opsContext();
+      let slices = 0;
+      g.sweepSliceSlots = 1024;
+      g.onSweepSlice = async () => {
+        if (slices++ !== 1) return;
+        // after the first slice: wherever these records sit, the sweep has not judged them
+        // all yet, and some it may have deleted already
+        await allow(ctx, '192.0.2.1');
+        const imp = new Importer(ctx);
+        await imp.add([{ kind: 'triplet', ip: '192.0.2.3', sender: 'a@x', rcpt: 'b@y', time: NOW - H }]);
+        await forgetIp(ctx, '192.0.2.4');
+      };
+      const report = await g.sweep();
+      assert.ok(slices > 2, `the pass ran in slices: ${slices}`);
+      assert.deepEqual(await store.get([allowed, imported]), [NOW, NOW - H]);
+      assert.deepEqual(await store.get([forgotten, ipKey('192.0.2.5')]), [undefined, undefined]);
+      assert.equal((await store.get(dead.map(([k]) => k))).filter((t) => t !== undefined).length, 0);
+      assert.ok(report.deleted >= 5001 && report.deleted <= 5003, `deleted ${report.deleted}`);
+      assert.ok((report.cleaned ?? 0) >= 5001, `cleaned behind: ${report.cleaned}`);
+      assert.deepEqual(await levelDb(store), { [allowed]: NOW, [imported]: NOW - H });
+    }));
+});
+
+for (const fromIndex of [true, false]) describe(`the sweep and the clock (${fromIndex ? 'from the index' : 'scanning'})`, () => {
   it('expires by the expiry clock, never by one ahead of the request clock', () =>
     withStore(async (store) => {
       await store.write([
@@ -89,6 +141,7 @@ describe('the sweep and the clock', () => {
         [tripletDbKey('192.0.2.1 a@x b@y'), NOW - 13 * H],
       ]);
       const g = new Greylist(store, settings, Whitelist.empty(), () => NOW);
+      g.sweepFromIndex = fromIndex;
       // the wall clock jumped 30 days ahead: the sweep judges by the clock before the jump
       g.expiryClock = () => NOW - 30 * D;
       assert.equal((await g.sweep()).deleted, 0);
@@ -112,13 +165,18 @@ describe('the sweep and the clock', () => {
         [near, NOW + 30],
       ]);
       const g = new Greylist(store, settings, Whitelist.empty(), () => NOW);
-      g.onSweepChunk = async () => {
+      g.sweepFromIndex = fromIndex;
+      // scanning: between the read and the commit; from the index: before the first slice
+      const write = async () => {
         await g.exclusive(() => g.write([[written, NOW - 60]]));
       };
+      if (fromIndex) g.onSweepSlice = write;
+      else g.onSweepChunk = write;
       const report = await g.sweep();
       assert.equal(report.normalised, 2);
       assert.equal(report.deleted, 0);
       assert.deepEqual(await store.get([ip, triplet, written, near]), [NOW, NOW, NOW - 60, NOW + 30]);
+      assert.deepEqual(await levelDb(store), { [ip]: NOW, [triplet]: NOW, [written]: NOW - 60, [near]: NOW + 30 });
     }));
 });
 
@@ -138,7 +196,7 @@ async function bigStore(dir: string, n: number, t: number): Promise<void> {
   await store.close();
 }
 
-describe('a corrupt block', () => {
+for (const fromIndex of [true, false]) describe(`a corrupt block (${fromIndex ? 'from the index' : 'scanning'})`, () => {
   it('is reported and stepped over: this sweep and the next expire the records after it', async () => {
     const dir = tempDir();
     const state = join(dir, 'data');
@@ -159,6 +217,7 @@ describe('a corrupt block', () => {
         const lost = N - (await count(store, 'G '));
         assert.ok(lost > 0 && lost < 500, `lost ${lost}`);
         const g = new Greylist(store, settings, Whitelist.empty(), () => NOW + 8 * D);
+        g.sweepFromIndex = fromIndex;
         const first = await g.sweep();
         assert.match(first.corrupt ?? '', /Corruption: .*; the records in the damaged part were skipped; stop qgreyd and run: qgreyd --repair /);
         // every readable record is gone, the IPs after the block included
@@ -186,7 +245,7 @@ describe('a corrupt block', () => {
   });
 });
 
-describe('compaction', () => {
+for (const fromIndex of [true, false]) describe(`compaction (${fromIndex ? 'from the index' : 'scanning'})`, () => {
   it('a sweep that empties a big store gives the disk space back', async () => {
     const dir = tempDir();
     const state = join(dir, 'data');
@@ -196,6 +255,7 @@ describe('compaction', () => {
       try {
         const before = await diskUsage(state);
         const g = new Greylist(store, settings, Whitelist.empty(), () => NOW + 8 * D);
+        g.sweepFromIndex = fromIndex;
         const report = await g.sweep();
         assert.equal(report.deleted, 60_100);
         const after = await diskUsage(state);
