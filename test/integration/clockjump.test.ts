@@ -8,7 +8,7 @@ import { closeSync, openSync, readdirSync, statSync, writeFileSync, writeSync } 
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ipKey, Store, tripletDbKey } from '../../src/store/leveldb.js';
-import { ctl } from '../ctl-helpers.js';
+import { ctlInProcess } from '../ctl-helpers.js';
 import { query, removeDir, startDaemon, tempDir, type Daemon } from '../helpers.js';
 
 const D = 86400;
@@ -102,10 +102,10 @@ test('qgreyctl stats reports future-dated records: count and the furthest ahead'
     for (const running of [true, false]) {
       const d = running ? await startDaemon(['127.0.0.1:0', state]) : null;
       try {
-        const r = await ctl(['stats', '--json', '--state', state]);
+        const r = await ctlInProcess(['stats', '--json', '--state', state]);
         assert.equal(r.code, 0, r.stderr);
         assert.deepEqual((JSON.parse(r.stdout) as { future: unknown }).future, { count: 2, furthest: now + 30 * D });
-        const text = await ctl(['stats', '--state', state]);
+        const text = await ctlInProcess(['stats', '--state', state]);
         assert.match(text.stdout, /^known-good IPs +1 .*newest \S+ \(in (29d23h|30d0h)\)$/m);
         assert.match(text.stdout, /^future-dated +2 \(dated ahead of now.*; furthest \S+ \((29d23h|30d0h) ahead\)$/m);
       } finally {

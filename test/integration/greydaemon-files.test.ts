@@ -7,7 +7,7 @@ import { appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFile
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { unixNow } from '../../src/daemon/queue.js';
-import { ctl } from '../ctl-helpers.js';
+import { ctl, ctlInProcess } from '../ctl-helpers.js';
 import { QGREYD, query, runDaemon, type Daemon, tracked } from '../helpers.js';
 
 const { dir, daemon } = tracked();
@@ -85,12 +85,12 @@ describe("greydaemon's whitelist", () => {
     const d0 = dir();
     const wl = join(d0, 'greywhite');
     writeFileSync(wl, GREYWHITE);
-    const r = await ctl(['whitelist', 'check', wl, '10.9.9.7']);
+    const r = await ctlInProcess(['whitelist', 'check', wl, '10.9.9.7']);
     assert.deepEqual([r.code, r.stdout], [0, `10.9.9.7 matches ${wl}:3: 10.9.9.\n`]);
     const warnings = r.stderr.split('\n').filter((l) => l !== '');
     assert.equal(warnings.length, 6);
     assert.equal(warnings[1], `qgreyctl: warning: ${wl}:3: "10.9.9." read as 10.9.9.0/24 (the trailing dot is ignored)`);
-    const miss = await ctl(['whitelist', 'check', wl, '10.9.10.7']);
+    const miss = await ctlInProcess(['whitelist', 'check', wl, '10.9.10.7']);
     assert.equal(miss.code, 1);
   });
 });

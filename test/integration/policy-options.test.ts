@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { encodeRequest } from '../../src/protocol.js';
 import { query, removeDir, runDaemon, startDaemon, tempDir, type Daemon } from '../helpers.js';
-import { ctl } from '../ctl-helpers.js';
+import { ctlInProcess } from '../ctl-helpers.js';
 import { UdpPool } from '../udp-pool.js';
 
 const dirs: string[] = [];
@@ -178,10 +178,10 @@ describe('policy options over UDP', () => {
     const s = setup(2);
     const d = await start(s);
     assert.equal(await query(d.port, '10.2.2.1', 'a@spam.example', ['1@here.example', '2@here.example', '3@here.example']), '0005');
-    const dump = await ctl(['dump', '--ip', '10.2.2.99', '--state', s.state]);
+    const dump = await ctlInProcess(['dump', '--ip', '10.2.2.99', '--state', s.state]);
     assert.equal(dump.code, 0, dump.stderr);
     assert.deepEqual(dump.stdout.trim().split('\n').map((l) => l.replace(/ first-seen=.*$/, '')), ['triplet 10.2.2.0/24 <a@spam.example> <1@here.example>', 'triplet 10.2.2.0/24 <a@spam.example> <2@here.example>']);
-    const forget = await ctl(['forget', '10.2.2.50', '--state', s.state]);
+    const forget = await ctlInProcess(['forget', '10.2.2.50', '--state', s.state]);
     assert.equal(forget.code, 0, forget.stderr);
     assert.equal(await query(d.port, '10.2.2.1', 'b@spam.example', ['4@here.example']), '0001');
   });
