@@ -5,12 +5,11 @@
 // holding the store, another user, and the default state directory.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import { chmodSync, chownSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Store } from '../../src/store/leveldb.js';
-import { query, removeDir, startDaemon, tempDir } from '../helpers.js';
+import { boundSocket, query, removeDir, startDaemon, tempDir } from '../helpers.js';
 import { ctl, ctlInProcess, QGREYCTL } from '../ctl-helpers.js';
 
 test('the program: exit 0, 1, 100 and 111, answers on stdout and errors on stderr, and a command through a running daemon', async () => {
@@ -19,8 +18,7 @@ test('the program: exit 0, 1, 100 and 111, answers on stdout and errors on stder
   writeFileSync(wl, '192.0.2.0/24\n');
   const state = join(dir, 'data');
   const d = await startDaemon(['127.0.0.1:0', state]);
-  const silent = dgram.createSocket('udp4');
-  await new Promise<void>((r) => silent.bind(0, '127.0.0.1', r));
+  const silent = await boundSocket('127.0.0.1');
   try {
     const yes = await ctl(['whitelist', 'check', wl, '192.0.2.7']);
     assert.deepEqual(yes, { code: 0, stdout: `192.0.2.7 matches ${wl}:1: 192.0.2.0/24\n`, stderr: '' });
@@ -141,8 +139,7 @@ test('query prints the decoded reply; exit 0 accept, 1 defer', async () => {
 });
 
 test('query with no answer exits 111 and says the mail would pass unchecked', async () => {
-  const silent = dgram.createSocket('udp4');
-  await new Promise<void>((r) => silent.bind(0, '127.0.0.1', r));
+  const silent = await boundSocket('127.0.0.1');
   let got = 0;
   silent.on('message', () => got++);
   try {

@@ -30,8 +30,8 @@ const COMMANDS: Record<string, (argv: string[], ctx: CtlContext) => Promise<numb
   'spf-whitelist': cmdSpfWhitelist,
 };
 
-/** qgreyctl with these arguments: its exit code, or a thrown error (a QgreydError) for
- *  errorExit. Nothing here or in a command exits the process or touches its streams but
+/** qgreyctl with these arguments: its exit code, or a thrown error (a QgreydError) for the
+ *  entry's exitOnError. Nothing here or in a command exits the process or touches its streams but
  *  through `io`, so tests run commands in their own process. */
 export async function main(argv: string[], io: CtlIo): Promise<number> {
   // options before the command: only --state, --help and --version

@@ -4,7 +4,7 @@ import { CtlError } from '../../admin/client.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../../report/report.js';
 import { formatHtml } from '../../report/html.js';
 
-import { EXIT_OK, EXIT_PERMANENT, EXIT_TEMPORARY, last } from '../common.js';
+import { EXIT_OK, EXIT_PERMANENT, EXIT_TEMPORARY, last, streamLines } from '../common.js';
 import { Usage, fileLines, parse } from './shared.js';
 import { help } from './help.js';
 import type { CtlContext } from './io.js';
@@ -72,17 +72,4 @@ export function writeReplacing(file: string, text: string): void {
     const temporary = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO';
     throw new CtlError(`report: cannot write ${file} (${code}); give --html a file in a writable directory`, temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
   }
-}
-
-/** A stream's lines as latin1 text. */
-export async function* streamLines(stream: NodeJS.ReadableStream): AsyncGenerator<string> {
-  stream.setEncoding('latin1');
-  let partial = '';
-  for await (const chunk of stream as AsyncIterable<string>) {
-    partial += chunk;
-    const parts = partial.split('\n');
-    partial = parts.pop()!;
-    yield* parts;
-  }
-  if (partial !== '') yield partial;
 }
