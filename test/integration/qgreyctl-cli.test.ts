@@ -237,6 +237,22 @@ test('run as root on the daemon user\'s stopped store, qgreyctl writes files tha
   }
 });
 
+test('in-process, a command on a stopped store another user owns refuses instead of changing the test process\'s user', { skip: root ? false : 'needs root' }, async () => {
+  const dir = tempDir();
+  const state = join(dir, 'data');
+  mkdirSync(state, { mode: 0o700 });
+  chownSync(state, NOBODY, NOBODY);
+  try {
+    const r = await ctlInProcess(['allow', '192.0.2.50', '--state', state]);
+    assert.equal(r.code, 111, r.stderr);
+    assert.match(r.stderr, /owned by uid 65534, and this process may not become another user; run the qgreyctl program/);
+    assert.equal(process.getuid!(), 0, 'still root');
+    assert.deepEqual(readdirSync(state), [], 'nothing written');
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('a state path too long for a socket: the daemon runs without admin socket and qgreyctl says why', async () => {
   const dir = tempDir();
   const state = join(dir, 'x'.repeat(60), 'y'.repeat(60), 'data');
