@@ -1,9 +1,10 @@
 // Shared test helpers: spawn the built daemon on an ephemeral port and speak UDP to it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { encodeRequest } from '../src/protocol.js';
@@ -26,8 +27,8 @@ export interface Daemon {
   /** every stdout line so far */
   lines: string[];
   stderr: () => string;
-  /** resolves with the first line matching, waiting up to ms */
-  waitForLine(re: RegExp, ms?: number): Promise<string>;
+  /** resolves with the first line matching (of those after the first `from`), waiting up to ms */
+  waitForLine(re: RegExp, ms?: number, from?: number): Promise<string>;
   /** SIGTERM and wait; resolves with the exit code */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -61,9 +62,9 @@ export async function startDaemon(args: string[], opts: { env?: NodeJS.ProcessEn
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
     proc.on('exit', (code, signal) => res({ code, signal })),
   );
-  const waitForLine = (re: RegExp, ms = 10_000) =>
+  const waitForLine = (re: RegExp, ms = 10_000, from = 0) =>
     new Promise<string>((res, rej) => {
-      const found = lines.find((l) => re.test(l));
+      const found = lines.slice(from).find((l) => re.test(l));
       if (found) return res(found);
       const t = setTimeout(() => rej(new Error(`no line matching ${re} within ${ms} ms; stdout: ${lines.join('\n')} stderr: ${err}`)), ms);
       waiters.push({ re, resolve: (l) => (clearTimeout(t), res(l)) });
@@ -154,6 +155,69 @@ export function query(port: number, ip: string, sender: string, recipients: stri
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A UDP socket bound to an address of this host (an ephemeral port), for a client that must
+ *  send from that address. */
+export async function boundSocket(from: string): Promise<dgram.Socket> {
+  const sock = dgram.createSocket(from.includes(':') ? 'udp6' : 'udp4');
+  await new Promise<void>((r) => sock.bind(0, from, () => r()));
+  return sock;
+}
+
+/** Moves the clock of the daemons started with QGREYD_TEST_CLOCK_FILE=file to `offset`
+ *  seconds ahead of the wall clock (SIGUSR2 makes each read the file) and waits until each has
+ *  taken it; resolves with the number of lines the (first) daemon had written by then. The
+ *  file is written once, before any signal: a daemon reading it while it is rewritten would
+ *  read nothing. */
+export async function setTestClock(daemons: Daemon | Daemon[], file: string, offset: number, ms = 15_000): Promise<number> {
+  const all = Array.isArray(daemons) ? daemons : [daemons];
+  writeFileSync(file, `${offset}\n`);
+  await Promise.all(
+    all.map((d) => {
+      const from = d.lines.length;
+      d.proc.kill('SIGUSR2');
+      return d.waitForLine(new RegExp(`^test-clock offset=${offset}s$`), ms, from);
+    }),
+  );
+  return all[0].lines.length;
+}
+
+/** A port on 127.0.0.1 that was free a moment ago (for programs that cannot report an
+ *  ephemeral one): UDP for a daemon, TCP for a server. */
+export function freePort(kind: 'udp' | 'tcp'): Promise<number> {
+  return new Promise((res, rej) => {
+    if (kind === 'udp') {
+      const s = dgram.createSocket('udp4');
+      s.once('error', rej);
+      s.bind(0, '127.0.0.1', () => {
+        const { port } = s.address();
+        s.close(() => res(port));
+      });
+    } else {
+      const s = createServer();
+      s.once('error', rej);
+      s.listen(0, '127.0.0.1', () => {
+        const addr = s.address();
+        const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+        s.close(() => res(port));
+      });
+    }
+  });
+}
+
+/** The path of an executable on PATH, or null. */
+export function which(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return join(dir, name);
+    } catch {
+      // not in this directory
+    }
+  }
+  return null;
+}
 
 /** Temporary directories and daemons for one test file: the file's after() hook kills the
  *  daemons and removes the directories, whatever the tests did. Call it at the top level. */

@@ -3,9 +3,8 @@
 // saying so; with QGREYD_REQUIRE_REDIS=1 (CI) they fail instead.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { removeDir, sleep, tempDir } from './helpers.js';
+import { freePort, removeDir, sleep, tempDir } from './helpers.js';
 
 export const REQUIRED = process.env.QGREYD_REQUIRE_REDIS === '1';
 const INSTALL_HINT = 'redis-server is not installed (apt-get install redis-server)';
@@ -21,19 +20,6 @@ export const REDIS_SKIP: string | false = HAVE_REDIS || REQUIRED ? false : `${IN
 
 export function requireRedis(): void {
   if (!HAVE_REDIS) throw new Error(`QGREYD_REQUIRE_REDIS=1 but ${INSTALL_HINT}`);
-}
-
-/** A free TCP port on 127.0.0.1 (the kernel's pick; closed again before redis-server binds it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export function cli(port: number, ...args: string[]): string {
@@ -100,7 +86,7 @@ export interface RedisSetup {
 
 export async function startStandalone(extra: string[] = []): Promise<RedisSetup> {
   const dir = tempDir('qgreyd-redis-');
-  const node = new RedisNode(await freePort(), dir, extra);
+  const node = new RedisNode(await freePort('tcp'), dir, extra);
   try {
     await node.start();
   } catch (e) {
@@ -131,7 +117,7 @@ export async function startCluster(): Promise<RedisSetup> {
     for (let i = 0; i < 3; i++) {
       const dir = tempDir('qgreyd-redis-cluster-');
       dirs.push(dir);
-      const node = new RedisNode(await freePort(), dir, ['cluster-enabled yes', `cluster-config-file ${join(dir, 'nodes.conf')}`, 'cluster-node-timeout 2000']);
+      const node = new RedisNode(await freePort('tcp'), dir, ['cluster-enabled yes', `cluster-config-file ${join(dir, 'nodes.conf')}`, 'cluster-node-timeout 2000']);
       nodes.push(node);
       await node.start();
     }

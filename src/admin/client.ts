@@ -16,8 +16,8 @@ import { EXIT_TEMPORARY, QgreydError, type ExitClass } from '../errors.js';
 
 /** An error qgreyctl reports on one line and exits with `exit` (100 permanent, 111 temporary). */
 export class CtlError extends QgreydError {
-  constructor(message: string, exit: ExitClass) {
-    super('QGREYD_CTL', message, exit === EXIT_TEMPORARY);
+  constructor(message: string, exit: ExitClass, options?: ErrorOptions) {
+    super('QGREYD_CTL', message, exit === EXIT_TEMPORARY, options);
   }
 }
 
@@ -47,6 +47,9 @@ export interface OpenOptions {
   waitMs?: number;
   /** the daemon's --store: with the daemon stopped, qgreyctl works on that Redis itself */
   store?: RedisTarget | null;
+  /** run as root on a directory another user owns, become that user (default); false in a
+   *  process that must keep its user (qgreyctl's commands run inside a test) */
+  mayChangeUser?: boolean;
 }
 
 /** A paused or wedged daemon must not hang qgreyctl (and the cron job or monitor that runs
@@ -103,7 +106,7 @@ export async function openBackend(opts: OpenOptions): Promise<Backend> {
   if (!existsSync(dir) && !opts.create) {
     throw new CtlError(`state directory ${dir} does not exist; give the daemon's state directory with --state`, 100);
   }
-  adoptOwner(dir);
+  adoptOwner(dir, opts.mayChangeUser ?? true);
   let store: Store;
   try {
     // one pass over the records: a cache would only fill memory
@@ -156,7 +159,7 @@ function connect(path: string, waitMs: number): Promise<net.Socket | null> {
 
 /** Run as root on a directory another user owns (the daemon's), become that user first, so
  *  that the LevelDB files qgreyctl creates stay readable and writable by the daemon. */
-function adoptOwner(dir: string): void {
+function adoptOwner(dir: string, may: boolean): void {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return;
   let st;
   try {
@@ -165,6 +168,7 @@ function adoptOwner(dir: string): void {
     return;
   }
   if (st.uid === 0) return;
+  if (!may) throw new CtlError(`state directory ${dir}: owned by uid ${st.uid}, and this process may not become another user; run the qgreyctl program`, 111);
   try {
     process.setgroups!([st.gid]);
     process.setgid!(st.gid);

@@ -48,8 +48,13 @@ export function numberArg(raw: string): number | null {
 
 /** A file's lines as latin1 text (addresses and log lines are bytes), read a chunk at a time:
  *  a save file or log of millions of lines never sits in memory. */
-export async function* fileLines(fd: number): AsyncGenerator<string> {
-  const stream = createReadStream('', { fd, start: 0, autoClose: false, encoding: 'latin1', highWaterMark: 1 << 16 });
+export function fileLines(fd: number): AsyncGenerator<string> {
+  return streamLines(createReadStream('', { fd, start: 0, autoClose: false, highWaterMark: 1 << 16 }));
+}
+
+/** A stream's lines as latin1 text, split on \n only. */
+export async function* streamLines(stream: NodeJS.ReadableStream): AsyncGenerator<string> {
+  stream.setEncoding('latin1');
   let partial = '';
   for await (const chunk of stream as AsyncIterable<string>) {
     partial += chunk;

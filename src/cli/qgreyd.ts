@@ -9,57 +9,61 @@ import { AdminServer } from '../admin/admin.js';
 import { ClockWatch } from '../clock.js';
 import { Greylist, unixNow } from '../daemon/queue.js';
 import { LineWriter, quoted } from '../log/log.js';
-import { Exceptions, ExceptionsError } from '../exceptions.js';
+import { Exceptions } from '../exceptions.js';
 import { Metrics, type LiveCounters, type MetricsServer } from '../metrics.js';
 import { PendingCounts } from '../pending.js';
 import { expiresAt, settingsFrom, type Grouping } from '../policy.js';
 import { isWildcard } from '../daemon/listen.js';
-import { adoptStatePath, SaveFileError, statePathLogLines, storeDirFor } from './state-path.js';
+import { adoptStatePath, statePathLogLines, storeDirFor } from './state-path.js';
 import { ListenError, Server } from '../daemon/server.js';
 import { Store, StoreError } from '../store/leveldb.js';
 import { isIpKey, TRIPLET_PREFIX } from '../store/keys.js';
 import { RedisStore } from '../store/redis.js';
 import { describeTarget } from '../store/redis-url.js';
 import { StoreLock } from '../store/lock.js';
-import { Whitelist, WhitelistError, whitelistFiles, warningLogLine } from '../whitelist.js';
+import { Whitelist, whitelistFiles, warningLogLine } from '../whitelist.js';
 import { parseArgs, USAGE, UsageError, type Options } from './args.js';
 import { dropPrivileges, lookupUser, type Account } from './privileges.js';
 import { writeSettings } from './recorded-settings.js';
 import { checkStatePath, secureStateDir } from './statedir.js';
 import { repairStore } from '../store/repair.js';
-import { EXIT_PERMANENT, EXIT_TEMPORARY, fail as failAs, version } from './common.js';
+import { EXIT_TEMPORARY, exitOnError, version } from './common.js';
+import { errnoOf, QgreydError } from '../errors.js';
 import { hostPort } from '../ip.js';
 
 /** how often the wall clock is compared with the monotonic one (and at each sweep) */
 const CLOCK_CHECK_MS = 10_000;
 
-function fail(message: string, code: number): never {
-  failAs('qgreyd', message, code);
+/** A socket qgreyd could not bind, by its errno: in use may pass by itself (111), no
+ *  permission or an address not on this host needs the admin (100); anything else is taken
+ *  as temporary. */
+function bindError(code: string | undefined, messages: { inUse: string; denied: string; notHere: string; other: string }): QgreydError {
+  if (code === 'EADDRINUSE') return new QgreydError('QGREYD_ADDRESS_IN_USE', messages.inUse, true);
+  if (code === 'EACCES') return new QgreydError('QGREYD_BIND_DENIED', messages.denied);
+  if (code === 'EADDRNOTAVAIL') return new QgreydError('QGREYD_ADDRESS_NOT_HERE', messages.notHere);
+  return new QgreydError('QGREYD_BIND', messages.other, true);
 }
 
+// Every start-up failure is thrown as a QgreydError and reaches exitOnError (at the end of
+// this file), which takes the exit code from the error's class: 100 permanent, 111 temporary.
+
 async function main(argv: string[]): Promise<void> {
-  let options: Options;
-  try {
-    const parsed = parseArgs(argv);
-    if (parsed.kind === 'help') {
-      process.stdout.write(USAGE + '\n');
-      return;
-    }
-    if (parsed.kind === 'version') {
-      process.stdout.write(`qgreyd ${version()}\n`);
-      return;
-    }
-    if (parsed.kind === 'repair') {
-      const r = await repairStore(parsed.stateDir);
-      process.stdout.write(r.stdout);
-      process.stderr.write(r.stderr);
-      process.exit(r.code);
-    }
-    options = parsed.options;
-  } catch (e) {
-    if (e instanceof UsageError) fail(e.message, EXIT_PERMANENT);
-    throw e;
+  const parsed = parseArgs(argv);
+  if (parsed.kind === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return;
   }
+  if (parsed.kind === 'version') {
+    process.stdout.write(`qgreyd ${version()}\n`);
+    return;
+  }
+  if (parsed.kind === 'repair') {
+    const r = await repairStore(parsed.stateDir);
+    process.stdout.write(r.stdout);
+    process.stderr.write(r.stderr);
+    process.exit(r.code);
+  }
+  const options: Options = parsed.options;
 
   // read before -u drops privileges: the daemon's user need not be able to read the installation
   const ver = version();
@@ -85,17 +89,12 @@ async function main(argv: string[]): Promise<void> {
   let whitelist = Whitelist.empty();
   let exceptions: Exceptions | null = null;
   let account: Account | null = null;
-  try {
-    if (options.whitelist.length > 0) whitelist = Whitelist.loadAll(options.whitelist);
-    for (const w of whitelist.warnings) log.line(warningLogLine(w));
-    if (options.exceptions !== null) exceptions = Exceptions.load(options.exceptions);
-    if (options.user !== null) {
-      account = lookupUser(options.user);
-      if (process.getuid?.() !== 0) throw new UsageError(`-u ${options.user}: only root can change user; run qgreyd as root, or leave out -u`);
-    }
-  } catch (e) {
-    if (e instanceof UsageError || e instanceof WhitelistError || e instanceof ExceptionsError) fail(e.message, EXIT_PERMANENT);
-    throw e;
+  if (options.whitelist.length > 0) whitelist = Whitelist.loadAll(options.whitelist);
+  for (const w of whitelist.warnings) log.line(warningLogLine(w));
+  if (options.exceptions !== null) exceptions = Exceptions.load(options.exceptions);
+  if (options.user !== null) {
+    account = lookupUser(options.user);
+    if (process.getuid?.() !== 0) throw new UsageError(`-u ${options.user}: only root can change user; run qgreyd as root, or leave out -u`);
   }
 
   const settings = settingsFrom(options.timeoutDays, options.greyHours, options.minResendMinutes);
@@ -140,10 +139,12 @@ async function main(argv: string[]): Promise<void> {
   } catch (e) {
     if (!(e instanceof ListenError)) throw e;
     const where = e.address;
-    if (e.code === 'EADDRINUSE') fail(`cannot listen on ${where}: address in use (another qgreyd or greydaemon running?)`, EXIT_TEMPORARY);
-    if (e.code === 'EACCES') fail(`cannot listen on ${where}: permission denied (ports below 1024 need root; use -u to drop privileges after binding)`, EXIT_PERMANENT);
-    if (e.code === 'EADDRNOTAVAIL') fail(`cannot listen on ${where}: that address is not on this host`, EXIT_PERMANENT);
-    fail(`cannot listen on ${where}: ${e.message}`, EXIT_TEMPORARY);
+    throw bindError(e.code, {
+      inUse: `cannot listen on ${where}: address in use (another qgreyd or greydaemon running?)`,
+      denied: `cannot listen on ${where}: permission denied (ports below 1024 need root; use -u to drop privileges after binding)`,
+      notHere: `cannot listen on ${where}: that address is not on this host`,
+      other: `cannot listen on ${where}: ${e.message}`,
+    });
   }
 
   // before -u, as the UDP sockets: a port below 1024 needs root
@@ -153,39 +154,31 @@ async function main(argv: string[]): Promise<void> {
     try {
       metricsServer = await metrics.listen(options.metrics.host, options.metrics.port);
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE') fail(`--metrics ${where}: address in use (another qgreyd, or another exporter on that port?); give another port`, EXIT_TEMPORARY);
-      if (code === 'EACCES') fail(`--metrics ${where}: permission denied (ports below 1024 need root)`, EXIT_PERMANENT);
-      if (code === 'EADDRNOTAVAIL') fail(`--metrics ${where}: that address is not on this host`, EXIT_PERMANENT);
-      fail(`--metrics ${where}: ${(e as Error).message}`, EXIT_TEMPORARY);
+      throw bindError(errnoOf(e), {
+        inUse: `--metrics ${where}: address in use (another qgreyd, or another exporter on that port?); give another port`,
+        denied: `--metrics ${where}: permission denied (ports below 1024 need root)`,
+        notHere: `--metrics ${where}: that address is not on this host`,
+        other: `--metrics ${where}: ${(e as Error).message}`,
+      });
     }
   }
 
   // greydaemon's last argument is its save file: imported once into a store directory beside
   // it, before -u so that the directory can be made for the user wherever the file lies
   // with --store the records are in Redis: the state path is a directory (admin socket, pid file)
-  if (options.store === null) try {
+  if (options.store === null) {
     // the store directory beside a save file is written before secureStateDir() runs: its
     // place must pass the same check first
     checkStatePath(storeDirFor(options.stateDir).dir, account);
     const statePath = await adoptStatePath(options.stateDir, settings, { now: unixNow(), owner: account });
     for (const line of statePathLogLines(statePath)) log.line(line);
     options.stateDir = statePath.dir;
-  } catch (e) {
-    if (e instanceof SaveFileError) fail(e.message, e.temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
-    if (e instanceof UsageError) fail(e.message, EXIT_PERMANENT);
-    throw e;
   }
 
-  try {
-    // before the store is opened, as root when -u is given: refuse a state directory another
-    // user controls, and create a missing one for the daemon's user
-    secureStateDir(options.stateDir, account);
-    if (account) dropPrivileges(account);
-  } catch (e) {
-    if (e instanceof UsageError) fail(e.message, EXIT_PERMANENT);
-    throw e;
-  }
+  // before the store is opened, as root when -u is given: refuse a state directory another
+  // user controls, and create a missing one for the daemon's user
+  secureStateDir(options.stateDir, account);
+  if (account) dropPrivileges(account);
 
   // A test hook, not a setting: QGREYD_TEST_CLOCK_FILE names a file holding seconds to add to
   // the wall clock, read at start and on SIGUSR2, so tests can jump the daemon's clock
@@ -205,7 +198,7 @@ async function main(argv: string[]): Promise<void> {
     try {
       // one qgreyd per state directory: the admin socket and pid file are its own
       const r = StoreLock.acquire(stateDir, 'qgreyd');
-      if (!r.ok) fail(`state directory ${stateDir} is in use by ${r.holder !== null ? `${r.holder.program} pid ${r.holder.pid}` : 'a process that is starting'}; give each qgreyd its own`, EXIT_TEMPORARY);
+      if (!r.ok) throw new QgreydError('QGREYD_STATE_IN_USE', `state directory ${stateDir} is in use by ${r.holder !== null ? `${r.holder.program} pid ${r.holder.pid}` : 'a process that is starting'}; give each qgreyd its own`, true);
       lock = r.lock;
       store = await RedisStore.open(options.store, {
         expiresAt: (key, time) => expiresAt(isIpKey(key), time, settings),
@@ -219,10 +212,10 @@ async function main(argv: string[]): Promise<void> {
       });
     } catch (e) {
       lock?.release();
-      if (e instanceof StoreError) fail(e.message, e.temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
+      if (e instanceof QgreydError) throw e;
       // the pid file could not be made at all
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== undefined) fail(`state directory ${stateDir}: cannot create its pid file (${code})`, EXIT_TEMPORARY);
+      const code = errnoOf(e);
+      if (code !== undefined) throw new QgreydError('QGREYD_PID_FILE', `state directory ${stateDir}: cannot create its pid file (${code})`, true, { cause: e });
       throw e;
     }
   } else try {
@@ -238,10 +231,8 @@ async function main(argv: string[]): Promise<void> {
         ),
     });
   } catch (e) {
-    if (e instanceof StoreError) {
-      const who = account ? ` (running as ${account.name})` : '';
-      fail(e.message + who, e.temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
-    }
+    // the user matters to a permission error on the store's files
+    if (e instanceof StoreError && account) throw new QgreydError(e.code, `${e.message} (running as ${account.name})`, e.temporary, { cause: e });
     throw e;
   }
   const clock = new ClockWatch(wallMs, () => performance.now(), undefined, settings.timeout * 1000, (j) =>
@@ -454,6 +445,4 @@ function groupingText(o: Options, exceptions: Exceptions | null): string {
   return t;
 }
 
-main(process.argv.slice(2)).catch((e: unknown) => {
-  fail(`unexpected error: ${(e as Error).stack ?? String(e)}`, EXIT_TEMPORARY);
-});
+main(process.argv.slice(2)).catch((e: unknown) => exitOnError('qgreyd', e));

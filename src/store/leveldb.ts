@@ -798,7 +798,7 @@ function takeLock(path: string, program: string | undefined): StoreLock {
     r = StoreLock.acquire(path, program);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    throw openError({ message: `cannot create ${join(path, PID_FILE)}: ${err.code ?? err.message}` }, path);
+    throw openError({ code: err.code, message: `cannot create ${join(path, PID_FILE)}: ${err.code ?? err.message}` }, path);
   }
   if (r.ok) return r.lock;
   if (r.holder !== null) return lockedError(path, `${r.holder.program} pid ${r.holder.pid}`);
@@ -823,7 +823,7 @@ function inspectDir(path: string, repairing = false): boolean {
   try {
     names = readdirSync(path);
   } catch (e) {
-    throw openError({ message: `cannot list it: ${(e as NodeJS.ErrnoException).code}` }, path);
+    throw openError({ code: (e as NodeJS.ErrnoException).code, message: `cannot list it: ${(e as NodeJS.ErrnoException).code}` }, path);
   }
   let data = false;
   let leveldb = false;
@@ -849,7 +849,7 @@ function inspectDir(path: string, repairing = false): boolean {
     current = readFileSync(join(path, 'CURRENT'), 'latin1');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT') throw openError({ message: `cannot read ${join(path, 'CURRENT')}: ${code}` }, path);
+    if (code !== 'ENOENT') throw openError({ code, message: `cannot read ${join(path, 'CURRENT')}: ${code}` }, path);
     if (leveldb) throw corrupt('its CURRENT file is missing');
     throw new StoreError('QGREYD_STORE_FORMAT', `state directory ${path} holds files but no store (no CURRENT, no LevelDB files); give qgreyd an empty or new directory of its own`);
   }
@@ -937,6 +937,9 @@ export function makeStateDir(path: string): void {
   }
 }
 
+/** Why a store could not be opened, by the code the failure carries: classic-level's
+ *  (LEVEL_LOCKED, LEVEL_CORRUPTION, LEVEL_IO_ERROR, on the error or, for a failed open, on its
+ *  `cause`) or Node's errno (EACCES, EROFS, ENOSPC, ... on an fs error). */
 function openError(e: unknown, path: string): StoreError {
   const err = e as { code?: string; message?: string; cause?: { code?: string; message?: string } };
   const code = err.cause?.code ?? err.code;
@@ -944,21 +947,34 @@ function openError(e: unknown, path: string): StoreError {
   if (code === 'LEVEL_LOCKED') {
     return new StoreError('QGREYD_STORE_LOCKED', `state directory ${path} is locked by another process (another qgreyd, or a qgreyctl holding it); stop that process or give another directory`, true);
   }
+  const errno = code === 'LEVEL_IO_ERROR' ? levelIoErrno(detail) : code;
   // a file of the store gone missing (CURRENT naming a lost manifest, a lost table) is damage
   // RepairDB fixes, though LevelDB reports it as I/O
-  if (code === 'LEVEL_CORRUPTION' || (detail.includes(path + '/') && /No such file or directory/.test(detail))) {
+  if (code === 'LEVEL_CORRUPTION' || (code === 'LEVEL_IO_ERROR' && errno === 'ENOENT' && detail.includes(path + '/'))) {
     return new StoreError('QGREYD_STORE_CORRUPT', `state directory ${path}: the store is corrupt (${detail}); stop every process using it and run: qgreyd --repair ${path}`);
   }
-  if (/read-only file system|EROFS/i.test(detail)) {
+  if (errno === 'EROFS') {
     return new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot open the store, the file system is read-only (${detail}); remount it read-write or give a directory on a writable file system`);
   }
-  if (/permission denied|EACCES/i.test(detail)) {
+  if (errno === 'EACCES') {
     return new StoreError('QGREYD_STORE_ACCESS', `state directory ${path}: cannot open the store (${detail}); make the directory and its files writable by the daemon's user`);
   }
-  if (/no space left|ENOSPC|quota/i.test(detail)) {
+  if (errno === 'ENOSPC' || errno === 'EDQUOT') {
     return new StoreError('QGREYD_STORE_IO', `state directory ${path}: cannot open the store, the disk is full (${detail}); free space on the file system that holds it`, true);
   }
   return new StoreError('QGREYD_STORE_IO', `state directory ${path}: cannot open the store (${detail})`, true);
+}
+
+/** The errno behind a LEVEL_IO_ERROR. LevelDB's Status carries no errno, only text: its POSIX
+ *  env writes "<file>: " and strerror(errno), which classic-level hands over as the message.
+ *  So this one place reads the text, for the strerror words (glibc's, as on any Linux). */
+function levelIoErrno(detail: string): string | undefined {
+  if (/: No such file or directory\b/.test(detail)) return 'ENOENT';
+  if (/: Read-only file system\b/.test(detail)) return 'EROFS';
+  if (/: Permission denied\b/.test(detail)) return 'EACCES';
+  if (/: No space left on device\b/.test(detail)) return 'ENOSPC';
+  if (/: Disk quota exceeded\b/.test(detail)) return 'EDQUOT';
+  return undefined;
 }
 
 /** Replays every log file into LevelDB (synchronously written); the caller removes them. */

@@ -18,7 +18,7 @@
 // "not decided" meanwhile, and the health callback tells the log once per failure and once on
 // recovery.
 import { createHash } from 'node:crypto';
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Redis, ReplyError } from 'ioredis';
 import { StoreError } from './errors.js';
 import { IP_PREFIX, TRIPLET_PREFIX } from './keys.js';
 import { parseRedisKey, redisIpKey, redisTripletKey, REDIS_FORMAT, REDIS_FORMAT_KEY, REDIS_MATCH, REDIS_PREFIX } from './redis-keys.js';
@@ -128,6 +128,12 @@ function parseValue(v: string | null): Value {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new StoreError('QGREYD_STORE_CORRUPT', `a Redis record holds ${JSON.stringify(v.slice(0, 20))}, not a time`);
   return n;
+}
+
+/** The code of a Redis error reply: by the protocol its first word (NOSCRIPT, WRONGTYPE, ...);
+ *  ioredis hands a reply over as a ReplyError that holds only the text. */
+function replyCode(e: unknown): string | undefined {
+  return e instanceof (ReplyError as ErrorConstructor) ? /^[A-Z]+/.exec(e.message)?.[0] : undefined;
 }
 
 function message(e: unknown): string {
@@ -431,7 +437,7 @@ export class RedisStore implements GreylistStore {
     try {
       return await this.client.evalsha(COMMIT_SHA, keys.length, ...keys, ...args);
     } catch (e) {
-      if (!message(e).startsWith('NOSCRIPT')) throw e;
+      if (replyCode(e) !== 'NOSCRIPT') throw e;
       return await this.client.eval(COMMIT_SCRIPT, keys.length, ...keys, ...args);
     }
   }

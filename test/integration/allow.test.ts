@@ -7,7 +7,7 @@ import { AllowList, isLoopback, RateLimitedCounter } from '../../src/daemon/acce
 import { parseArgs, UsageError } from '../../src/cli/args.js';
 import { encodeRequest } from '../../src/protocol.js';
 import { Store, TRIPLET_PREFIX } from '../../src/store/leveldb.js';
-import { query, removeDir, runDaemon, startDaemon, tempDir } from '../helpers.js';
+import { boundSocket, query, removeDir, runDaemon, startDaemon, tempDir } from '../helpers.js';
 
 test('AllowList matches IPv4 and IPv6 ranges and single addresses', () => {
   const a = AllowList.parse(['192.0.2.0/24', '198.51.100.7', '2001:db8::/32', '::1', '10']);
@@ -61,10 +61,9 @@ test('the refusal log reports at most one line per period and counts every drop'
 
 /** A socket bound to `from` that records every datagram it gets. */
 async function clientFrom(from: string): Promise<{ sock: dgram.Socket; got: Buffer[] }> {
-  const sock = dgram.createSocket(from.includes(':') ? 'udp6' : 'udp4');
+  const sock = await boundSocket(from);
   const got: Buffer[] = [];
   sock.on('message', (m) => got.push(m));
-  await new Promise<void>((r) => sock.bind(0, from, () => r()));
   return { sock, got };
 }
 

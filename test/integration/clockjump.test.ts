@@ -8,8 +8,8 @@ import { closeSync, openSync, readdirSync, statSync, writeFileSync, writeSync } 
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ipKey, Store, tripletDbKey } from '../../src/store/leveldb.js';
-import { ctl } from '../ctl-helpers.js';
-import { query, removeDir, startDaemon, tempDir, type Daemon } from '../helpers.js';
+import { ctlInProcess } from '../ctl-helpers.js';
+import { query, removeDir, setTestClock, startDaemon, tempDir, type Daemon } from '../helpers.js';
 
 const D = 86400;
 
@@ -35,15 +35,6 @@ function until(d: Daemon, pred: (lines: string[]) => boolean, ms = 15_000): Prom
 
 const sweepsAfter = (from: number) => (lines: string[]) => lines.slice(from).filter((l) => l.startsWith('sweep ')).length;
 
-/** Sets the daemon's clock offset and waits until it has taken it. */
-async function setClock(d: Daemon, file: string, offset: number): Promise<number> {
-  writeFileSync(file, `${offset}\n`);
-  const from = d.lines.length;
-  d.proc.kill('SIGUSR2');
-  await until(d, (lines) => lines.slice(from).some((l) => l === `test-clock offset=${offset}s`));
-  return d.lines.length;
-}
-
 test('a 30-day clock jump and its correction: logged, no known-good IP lost, at most min-resend of deferral', async () => {
   const dir = tempDir();
   const state = join(dir, 'data');
@@ -62,7 +53,7 @@ test('a 30-day clock jump and its correction: logged, no known-good IP lost, at 
     try {
       await d.waitForLine(/^sweep scanned=2 deleted=1 /);
 
-      let mark = await setClock(d, clockFile, 30 * D);
+      let mark = await setTestClock(d, clockFile, 30 * D);
       assert.equal(d.lines.filter((l) => l.startsWith('warning clock jumped forward 2592000s against the monotonic clock')).length, 1, d.lines.join('\n'));
       // touched during the jump: first seen 30 days "ahead"
       assert.equal(await query(d.port, '192.0.2.3', 'a@x.example', ['b@y.example']), '0001');
@@ -70,13 +61,13 @@ test('a 30-day clock jump and its correction: logged, no known-good IP lost, at 
       await until(d, (lines) => sweepsAfter(mark)(lines) >= 3);
       assert.ok(d.lines.slice(mark).every((l) => !l.startsWith('sweep ') || / deleted=0 /.test(l)), d.lines.slice(mark).join('\n'));
 
-      mark = await setClock(d, clockFile, 0);
+      mark = await setTestClock(d, clockFile, 0);
       assert.equal(d.lines.filter((l) => l.startsWith('warning clock jumped back 2592000s against the monotonic clock')).length, 1, d.lines.join('\n'));
       // the known-good IP survived the sweeps during the jump
       assert.equal(await query(d.port, '192.0.2.1', 'q@x.example', ['r@y.example']), '0102');
       // what was first seen during the jump waits min-resend from now, not 30 days
       assert.equal(await query(d.port, '192.0.2.3', 'a@x.example', ['b@y.example']), '0002');
-      await setClock(d, clockFile, 301);
+      await setTestClock(d, clockFile, 301);
       assert.equal(await query(d.port, '192.0.2.3', 'a@x.example', ['b@y.example']), '0103');
       assert.equal(d.lines.filter((l) => l.startsWith('warning clock jumped')).length, 3, 'each jump logged once');
     } finally {
@@ -102,10 +93,10 @@ test('qgreyctl stats reports future-dated records: count and the furthest ahead'
     for (const running of [true, false]) {
       const d = running ? await startDaemon(['127.0.0.1:0', state]) : null;
       try {
-        const r = await ctl(['stats', '--json', '--state', state]);
+        const r = await ctlInProcess(['stats', '--json', '--state', state]);
         assert.equal(r.code, 0, r.stderr);
         assert.deepEqual((JSON.parse(r.stdout) as { future: unknown }).future, { count: 2, furthest: now + 30 * D });
-        const text = await ctl(['stats', '--state', state]);
+        const text = await ctlInProcess(['stats', '--state', state]);
         assert.match(text.stdout, /^known-good IPs +1 .*newest \S+ \(in (29d23h|30d0h)\)$/m);
         assert.match(text.stdout, /^future-dated +2 \(dated ahead of now.*; furthest \S+ \((29d23h|30d0h) ahead\)$/m);
       } finally {

@@ -1,11 +1,10 @@
 // The built daemon, spawned on an ephemeral port and spoken to over UDP.
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { encodeRequest } from '../../src/protocol.js';
-import { query, runDaemon, sendRaw, type Daemon, tracked } from '../helpers.js';
+import { boundSocket, query, runDaemon, sendRaw, setTestClock, type Daemon, tracked } from '../helpers.js';
 
 const { dir, daemon } = tracked();
 function start(args: string[], env?: NodeJS.ProcessEnv): Promise<Daemon> {
@@ -24,9 +23,7 @@ function clockFile(offset: number): NodeJS.ProcessEnv {
 }
 
 async function advance(d: Daemon, env: NodeJS.ProcessEnv, offset: number): Promise<void> {
-  writeFileSync(env.QGREYD_TEST_CLOCK_FILE!, `${offset}\n`);
-  d.proc.kill('SIGUSR2');
-  await d.waitForLine(new RegExp(`^test-clock offset=${offset}s$`));
+  await setTestClock(d, env.QGREYD_TEST_CLOCK_FILE!, offset);
 }
 
 describe('qgreyd over UDP', () => {
@@ -233,8 +230,7 @@ describe('qgreyd start-up errors', () => {
   });
 
   it('exits 111 when the address is in use', async () => {
-    const sock = dgram.createSocket('udp4');
-    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    const sock = await boundSocket('127.0.0.1');
     try {
       const r = await runDaemon([`127.0.0.1:${sock.address().port}`, join(dir(), 's')]);
       assert.equal(r.code, 111);

@@ -3,33 +3,19 @@
 // inspect it. As root the service runs as throwaway users created here; otherwise as you.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
-import { accessSync, appendFileSync, chmodSync, constants, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
-import { delimiter, dirname, join } from 'node:path';
+import { appendFileSync, chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { userInfo } from 'node:os';
 import { tripletKey } from '../../src/policy.js';
 import { encodeRequest } from '../../src/protocol.js';
 import { ipKey, Store, tripletDbKey } from '../../src/store/leveldb.js';
-import { QGREYD, ROOT, sendRaw, sleep, tempDir } from '../helpers.js';
-import { procStatus } from '../proc.js';
+import { freePort, QGREYD, ROOT, sendRaw, sleep, tempDir, which } from '../helpers.js';
+import { procCmdline, procPids, procStat, procStatus } from '../proc.js';
 
 const CONF = join(ROOT, 'dist', 'src', 'cli', 'qgreyd-conf.js');
 const DAEMONTOOLS = ['svscan', 'supervise', 'svc', 'svstat', 'multilog', 'tai64nlocal', 'envdir', 'setuidgid'];
 const IS_ROOT = process.getuid?.() === 0;
-
-function which(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (dir === '') continue;
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // not in this directory
-    }
-  }
-  return null;
-}
 
 const missing = DAEMONTOOLS.filter((p) => which(p) === null);
 /** what svscan gets: the daemontools directories and the system's, not the developer's PATH */
@@ -46,18 +32,6 @@ function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.Pro
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** A port that was free a moment ago: daemontools cannot report an ephemeral one. */
-function freeUdpPort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', rej);
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
 /** Polls fn (bounded in time) until it returns a value other than undefined. */
 async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 15_000, every = 100): Promise<T> {
   const end = Date.now() + ms;
@@ -70,12 +44,9 @@ async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | un
 }
 
 function alive(pid: number): boolean {
-  try {
-    // a zombie (an orphaned supervise not yet reaped by init) has exited
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
+  // a zombie (an orphaned supervise not yet reaped by init) has exited
+  const st = procStat(pid);
+  return st !== null && st.state !== 'Z';
 }
 
 /** pid's descendants, recursively. */
@@ -92,19 +63,8 @@ function descendantsOf(pid: number): number[] {
 }
 
 function childrenOf(ppid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      // pid (comm) state ppid ...; comm may hold spaces and parentheses
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) === ppid) out.push(Number(name));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return out;
+  // a process that exited while we looked has no stat
+  return procPids().filter((pid) => procStat(pid)?.ppid === ppid);
 }
 
 /** Everything one test sets up, and its teardown (idempotent, safe after any failure). */
@@ -146,7 +106,7 @@ class Site {
   }
 
   async install(): Promise<{ status: number | null; stdout: string; stderr: string }> {
-    if (this.port === 0) this.port = await freeUdpPort();
+    if (this.port === 0) this.port = await freePort('udp') // daemontools cannot report an ephemeral port;
     return run(process.execPath, [CONF, this.daemonUser, this.logUser, this.serviceDir, `127.0.0.1:${this.port}`]);
   }
 
@@ -364,7 +324,7 @@ test('qgreyd under svscan, supervise and multilog: install, svstat, replies, svc
   assert.match(start, / whitelist=\.\/whitelist whitelist-entries=2 /);
   assert.match(start, new RegExp(` user=${IS_ROOT ? site.daemonUser : '-'} `));
   // envdir and sh exec: the pid supervise signals is node running qgreyd itself
-  const argv = readFileSync(`/proc/${first.service}/cmdline`, 'latin1').split('\0');
+  const argv = procCmdline(first.service);
   assert.equal(argv[0], process.execPath);
   assert.equal(argv[1], realpathSync(QGREYD));
   if (IS_ROOT) {

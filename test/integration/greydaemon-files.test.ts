@@ -2,13 +2,12 @@
 // as the state path, run with greydaemon's command line and checked over UDP.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import dgram from 'node:dgram';
 import { appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { unixNow } from '../../src/daemon/queue.js';
-import { ctl } from '../ctl-helpers.js';
-import { QGREYD, query, runDaemon, type Daemon, tracked } from '../helpers.js';
+import { ctl, ctlInProcess } from '../ctl-helpers.js';
+import { freePort, QGREYD, query, runDaemon, type Daemon, tracked } from '../helpers.js';
 
 const { dir, daemon } = tracked();
 function start(args: string[], cwd?: string): Promise<Daemon> {
@@ -85,12 +84,12 @@ describe("greydaemon's whitelist", () => {
     const d0 = dir();
     const wl = join(d0, 'greywhite');
     writeFileSync(wl, GREYWHITE);
-    const r = await ctl(['whitelist', 'check', wl, '10.9.9.7']);
+    const r = await ctlInProcess(['whitelist', 'check', wl, '10.9.9.7']);
     assert.deepEqual([r.code, r.stdout], [0, `10.9.9.7 matches ${wl}:3: 10.9.9.\n`]);
     const warnings = r.stderr.split('\n').filter((l) => l !== '');
     assert.equal(warnings.length, 6);
     assert.equal(warnings[1], `qgreyctl: warning: ${wl}:3: "10.9.9." read as 10.9.9.0/24 (the trailing dot is ignored)`);
-    const miss = await ctl(['whitelist', 'check', wl, '10.9.10.7']);
+    const miss = await ctlInProcess(['whitelist', 'check', wl, '10.9.10.7']);
     assert.equal(miss.code, 1);
   });
 });
@@ -275,7 +274,7 @@ describe("greydaemon's run script under supervise", () => {
       svcDir = svc;
       chmodSync(svc, 0o755);
       if (user !== null) execFileSync('chown', [user, join(svc, 'save')]);
-      const port = await freeUdpPort();
+      const port = await freePort('udp');
       // greydaemon's documented line; the port is the test's, as 1999 may be taken here
       const flags = `-m 2 -g 24 -t 30${user === null ? '' : ` -u ${user}`} -w greywhite 127.0.0.1:${port} save/savefile`;
       writeFileSync(join(svc, 'run'), `#!/bin/sh\nexec ${process.execPath} ${QGREYD} ${flags} 2>&1\n`, { mode: 0o755 });
@@ -313,14 +312,3 @@ describe("greydaemon's run script under supervise", () => {
     }
   });
 });
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}

@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { encodeRequest } from '../../src/protocol.js';
-import { ctl } from '../ctl-helpers.js';
+import { ctlInProcess } from '../ctl-helpers.js';
 import { query, removeDir, runDaemon, sendRaw, startDaemon, tempDir, type Daemon } from '../helpers.js';
 import { parseExposition, sampleValue, type Exposition } from '../prom-text.js';
 
@@ -90,14 +90,14 @@ describe('qgreyd --metrics', () => {
   });
 
   it('qgreyctl stats shows the live counters through the admin socket', async () => {
-    const r = await ctl(['stats', '--state', join(dir, 'state')]);
+    const r = await ctlInProcess(['stats', '--state', join(dir, 'state')]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^requests +received 5, replied 4, in flight 0, malformed 1, refused \(not in --allow\) 1, overload 0, store errors 0$/m);
     assert.match(r.stdout, /^replies +whitelisted \(01:01\) 2, new \(00:01\) 1, too-soon \(00:02\) 1$/m);
     assert.match(r.stdout, /^whitelist +2 entries, 1 never matched/m);
     assert.match(r.stdout, /^ +2 +\S+whitelist:2 192\.0\.2\.0\/24$/m);
     assert.match(r.stdout, /^last sweep +\d{4}-/m);
-    const j = await ctl(['stats', '--json', '--state', join(dir, 'state')]);
+    const j = await ctlInProcess(['stats', '--json', '--state', join(dir, 'state')]);
     const live = (JSON.parse(j.stdout) as { live: { received: number; replies: Array<{ reason: string; count: number }> } }).live;
     assert.equal(live.received, 5);
     assert.equal(live.replies.find((x) => x.reason === 'new')?.count, 1);
@@ -119,7 +119,7 @@ describe('qgreyd --metrics without it, and bad values', () => {
     try {
       assert.ok(!d.lines.some((l) => l.startsWith('metrics ')));
       assert.equal(await query(d.port, '203.0.113.5', 'a@example.org', ['b@example.net']), '0001');
-      const r = await ctl(['stats', '--state', join(dir, 'state')]);
+      const r = await ctlInProcess(['stats', '--state', join(dir, 'state')]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /^requests +received 1, replied 1,/m);
       assert.match(r.stdout, /^replies +by reason: counted only with qgreyd --metrics$/m);
@@ -143,7 +143,7 @@ describe('qgreyd --metrics without it, and bad values', () => {
       assert.equal(sampleValue(e, 'qgreyd_exception_hits', { line: '2', entry: 'postmaster@' }), 2);
       assert.equal(sampleValue(e, 'qgreyd_exception_hits', { line: '3', entry: 'abuse@example.org' }), 0);
       assert.equal(sampleValue(e, 'qgreyd_replies_total', { reply: '01:06', reason: 'exception' }), 1);
-      const r = await ctl(['stats', '--state', join(dir, 'state')]);
+      const r = await ctlInProcess(['stats', '--state', join(dir, 'state')]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /^exceptions +2 entries, 1 never matched/m);
       assert.match(r.stdout, /^ +2 +\S+exceptions:2 postmaster@$/m);

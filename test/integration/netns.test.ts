@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
-import { removeDir, startDaemon, tempDir, type Daemon } from '../helpers.js';
+import { removeDir, setTestClock, startDaemon, tempDir, type Daemon } from '../helpers.js';
 
 const REQUIRED = process.env.QGREYD_REQUIRE_NETNS === '1';
 
@@ -246,9 +246,7 @@ test('both qmail-smtpd families through the wildcard listener\'s secondary addre
     let offset = 0;
     const later = async (seconds: number) => {
       offset += seconds;
-      writeFileSync(clockFile, String(offset));
-      d.proc.kill('SIGUSR2');
-      await d.waitForLine(new RegExp(`^test-clock offset=${offset}s$`));
+      await setTestClock(d, clockFile, offset);
     };
     for (const [family, greyip, remote] of [
       ['netqmail', `${S2}:${PORT}`, '192.0.2.50'],

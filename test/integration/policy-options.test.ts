@@ -7,8 +7,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { encodeRequest } from '../../src/protocol.js';
-import { query, removeDir, runDaemon, startDaemon, tempDir, type Daemon } from '../helpers.js';
-import { ctl } from '../ctl-helpers.js';
+import { query, removeDir, runDaemon, setTestClock, startDaemon, tempDir, type Daemon } from '../helpers.js';
+import { ctlInProcess } from '../ctl-helpers.js';
 import { UdpPool } from '../udp-pool.js';
 
 const dirs: string[] = [];
@@ -17,26 +17,6 @@ after(async () => {
   for (const d of daemons) await d.stop('SIGKILL');
   for (const d of dirs) removeDir(d);
 });
-
-/** Resolves once a line matching re has arrived after the first `from` lines. */
-function lineAfter(d: Daemon, from: number, re: RegExp, ms = 10_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      const l = d.lines.slice(from).find((x) => re.test(x));
-      if (l === undefined) return;
-      clearTimeout(t);
-      d.proc.stdout!.off('data', onData);
-      resolve(l);
-    };
-    const onData = () => setImmediate(check);
-    const t = setTimeout(() => {
-      d.proc.stdout!.off('data', onData);
-      reject(new Error(`no line matching ${re}; stdout: ${d.lines.join('\n')}`));
-    }, ms);
-    d.proc.stdout!.on('data', onData);
-    check();
-  });
-}
 
 interface Setup {
   dir: string;
@@ -76,14 +56,6 @@ async function start(s: Setup): Promise<Daemon> {
   return d;
 }
 
-/** Moves the daemon's clock `offset` seconds ahead of the wall clock. */
-async function setClock(d: Daemon, s: Setup, offset: number): Promise<void> {
-  writeFileSync(s.clock, `${offset}\n`);
-  const from = d.lines.length;
-  d.proc.kill('SIGUSR2');
-  await lineAfter(d, from, new RegExp(`^test-clock offset=${offset}s$`));
-}
-
 describe('policy options over UDP', () => {
   it('a retry from another host of the /24 and of the /64 passes; the log shows address and network', async () => {
     const s = setup();
@@ -91,7 +63,7 @@ describe('policy options over UDP', () => {
     assert.match(d.lines.find((l) => l.startsWith('start '))!, / ipv4-prefix=24 ipv6-prefix=64 normalise-senders=yes exceptions=\S+ exceptions-entries=2 max-pending=20$/);
     assert.equal(await query(d.port, '192.0.2.10', 'news@big.example', ['ann@here.example']), '0001');
     assert.equal(await query(d.port, '2001:db8:1:2::25', 'news@big.example', ['ann@here.example']), '0001');
-    await setClock(d, s, 400);
+    await setTestClock(d, s.clock, 400);
     assert.equal(await query(d.port, '192.0.2.77', 'news@big.example', ['ann@here.example']), '0103');
     assert.equal(await query(d.port, '2001:db8:1:2:aaaa::9', 'news@big.example', ['ann@here.example']), '0103');
     // the networks are known good now; a neighbour network is not
@@ -105,7 +77,7 @@ describe('policy options over UDP', () => {
     const s = setup();
     const d = await start(s);
     assert.equal(await query(d.port, '198.51.100.1', 'prvs=1111aaaa=bob@sender.example', ['ann@here.example']), '0001');
-    await setClock(d, s, 400);
+    await setTestClock(d, s.clock, 400);
     assert.equal(await query(d.port, '198.51.100.1', 'prvs=2222bbbb=bob@sender.example', ['ann@here.example']), '0103');
     await d.waitForLine(/from=<prvs=2222bbbb=bob@sender\.example> to=<ann@here\.example> reply=01:03 reason=passed net=198\.51\.100\.0\/24 key-from=<bob@sender\.example>$/);
   });
@@ -120,14 +92,14 @@ describe('policy options over UDP', () => {
     writeFileSync(s.exceptions, 'postmaster@\nnot an address\n');
     let from = d.lines.length;
     d.proc.kill('SIGHUP');
-    const err = await lineAfter(d, from, /^error exceptions reload failed/);
+    const err = await d.waitForLine(/^error exceptions reload failed/, 10_000, from);
     assert.match(err, /keeping the old list \(2 entries\).*exceptions:2: \\x22not an address\\x22 needs exactly one @/);
     assert.equal(await query(d.port, '203.0.113.6', 'spam@spam.example', ['abuse@here.example']), '0106');
     // a good one replaces it
     writeFileSync(s.exceptions, 'sales@here.example\n');
     from = d.lines.length;
     d.proc.kill('SIGHUP');
-    await lineAfter(d, from, /^exceptions reloaded file=\S+ entries=1$/);
+    await d.waitForLine(/^exceptions reloaded file=\S+ entries=1$/, 10_000, from);
     assert.equal(await query(d.port, '203.0.113.7', 'spam@spam.example', ['abuse@here.example']), '0001');
     assert.equal(await query(d.port, '203.0.113.7', 'spam@spam.example', ['Sales@Here.example']), '0106');
   });
@@ -144,7 +116,7 @@ describe('policy options over UDP', () => {
     writeFileSync(join(s.listDir, 'local'), '100.66.0.0/16\n');
     const from = d.lines.length;
     d.proc.kill('SIGHUP');
-    await lineAfter(d, from, /^whitelist reloaded file=\S+ entries=3$/);
+    await d.waitForLine(/^whitelist reloaded file=\S+ entries=3$/, 10_000, from);
     assert.equal(await query(d.port, '100.66.1.1', 'a@x.example', ['b@y.example']), '0101');
     await d.waitForLine(new RegExp(`ip=100\\.66\\.1\\.1 .*whitelist=${s.listDir}/local:1`));
   });
@@ -170,7 +142,7 @@ describe('policy options over UDP', () => {
     assert.equal(await query(d.port, '10.1.1.1', 'new@spam.example', ['z@here.example']), '0005');
     // a stored triplet is still decided at the cap: its retry passes
     const stored = replies.indexOf('0001');
-    await setClock(d, s, 400);
+    await setTestClock(d, s.clock, 400);
     assert.equal(await query(d.port, `10.1.1.${stored % 250}`, `spam${stored}@spam.example`, [`u${stored}@here.example`]), '0103');
   });
 
@@ -178,10 +150,10 @@ describe('policy options over UDP', () => {
     const s = setup(2);
     const d = await start(s);
     assert.equal(await query(d.port, '10.2.2.1', 'a@spam.example', ['1@here.example', '2@here.example', '3@here.example']), '0005');
-    const dump = await ctl(['dump', '--ip', '10.2.2.99', '--state', s.state]);
+    const dump = await ctlInProcess(['dump', '--ip', '10.2.2.99', '--state', s.state]);
     assert.equal(dump.code, 0, dump.stderr);
     assert.deepEqual(dump.stdout.trim().split('\n').map((l) => l.replace(/ first-seen=.*$/, '')), ['triplet 10.2.2.0/24 <a@spam.example> <1@here.example>', 'triplet 10.2.2.0/24 <a@spam.example> <2@here.example>']);
-    const forget = await ctl(['forget', '10.2.2.50', '--state', s.state]);
+    const forget = await ctlInProcess(['forget', '10.2.2.50', '--state', s.state]);
     assert.equal(forget.code, 0, forget.stderr);
     assert.equal(await query(d.port, '10.2.2.1', 'b@spam.example', ['4@here.example']), '0001');
   });

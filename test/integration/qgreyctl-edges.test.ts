@@ -8,7 +8,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileS
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { readSettings, writeSettings } from '../../src/cli/recorded-settings.js';
-import { ctl, QGREYCTL } from '../ctl-helpers.js';
+import { ctlInProcess, QGREYCTL } from '../ctl-helpers.js';
 import { query, removeDir, runDaemon, startDaemon, tempDir } from '../helpers.js';
 
 const NOW = () => Math.floor(Date.now() / 1000);
@@ -20,12 +20,12 @@ describe('one name per meaning: --timeout is days, --wait is seconds', () => {
       ['query', '--timeout=3', '192.0.2.1', 'a@b', 'c@d'],
       ['spf-whitelist', '--timeout', '3', 'example.org'],
     ]) {
-      const r = await ctl(args);
+      const r = await ctlInProcess(args);
       assert.equal(r.code, 100, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /--timeout is not an option here \(.*means the daemon's -t, in days\).*--wait SECONDS/, args.join(' '));
     }
     // --wait is the UDP wait of query: a port nobody answers on gives up after it
-    const r = await ctl(['query', '--server', '127.0.0.1:9', '--wait', '0.2', '192.0.2.1', 'a@b', 'c@d']);
+    const r = await ctlInProcess(['query', '--server', '127.0.0.1:9', '--wait', '0.2', '192.0.2.1', 'a@b', 'c@d']);
     assert.equal(r.code, 111, r.stderr);
     assert.match(r.stderr, /no answer from 127\.0\.0\.1:9 within 0\.2 s/);
   });
@@ -33,13 +33,13 @@ describe('one name per meaning: --timeout is days, --wait is seconds', () => {
   it('dump, stats and import keep -t/--timeout DAYS', async () => {
     const dir = tempDir();
     try {
-      const r = await ctl(['stats', '--timeout', '30', '--state', join(dir, 'state')]);
+      const r = await ctlInProcess(['stats', '--timeout', '30', '--state', join(dir, 'state')]);
       // a missing state directory: the option itself was taken
       assert.equal(r.code, 100, r.stderr);
       assert.doesNotMatch(r.stderr, /unknown option|not an option/);
       const file = join(dir, 'save');
       writeFileSync(file, `I ${NOW() - 10 * 86400} 192.0.2.1\n`);
-      const d = await ctl(['import', '--dry-run', '--timeout', '30', file, '--state', join(dir, 'state')]);
+      const d = await ctlInProcess(['import', '--dry-run', '--timeout', '30', file, '--state', join(dir, 'state')]);
       assert.equal(d.code, 0, d.stderr);
       assert.match(d.stdout, /dead by timeout 30d, grey-window 12h, min-resend 5m: 0 known-good IPs/);
     } finally {
@@ -91,11 +91,11 @@ describe("offline commands use the settings qgreyd recorded", () => {
         assert.equal(existsSync(join(state, 'qgreyd.settings.tmp')), false);
         assert.match(readFileSync(settingsFile, 'utf8'), /^timeout-days 30\ngrey-window-hours 48\nmin-resend-minutes 5\n$/m);
 
-        const r1 = await ctl(['import', '--dry-run', file, '--state', state]);
+        const r1 = await ctlInProcess(['import', '--dry-run', file, '--state', state]);
         assert.equal(r1.code, 0, r1.stderr);
         dry = r1.stdout;
         assert.match(dry, /dead by timeout 30d, grey-window 48h, min-resend 5m \(the running daemon's\): 0 known-good IPs, 0 triplets/);
-        const real = await ctl(['import', file, '--state', state]);
+        const real = await ctlInProcess(['import', file, '--state', state]);
         assert.equal(real.code, 0, real.stderr);
         assert.match(real.stdout, /2 records; 2 written, 0 skipped as dead/);
       } finally {
@@ -103,23 +103,23 @@ describe("offline commands use the settings qgreyd recorded", () => {
       }
 
       // stopped: the recorded settings, not the defaults
-      const off = await ctl(['import', '--dry-run', file, '--state', state]);
+      const off = await ctlInProcess(['import', '--dry-run', file, '--state', state]);
       assert.equal(off.code, 0, off.stderr);
       assert.match(off.stdout, /dead by timeout 30d, grey-window 48h, min-resend 5m: 0 known-good IPs, 0 triplets/);
-      const stats = await ctl(['stats', '--state', state]);
+      const stats = await ctlInProcess(['stats', '--state', state]);
       assert.equal(stats.code, 0, stats.stderr);
       assert.match(stats.stdout, /^settings +timeout 30d, grey-window 48h, min-resend 5m \(recorded by qgreyd at its last start, .*qgreyd\.settings\)$/m);
       assert.match(stats.stdout, /^known-good IPs +1 \(dead, not yet swept: 0\)/m);
-      const dump = await ctl(['dump', '--state', state]);
+      const dump = await ctlInProcess(['dump', '--state', state]);
       assert.equal(dump.code, 0, dump.stderr);
       assert.doesNotMatch(dump.stdout, / dead$/m);
       // flags still win
-      const flags = await ctl(['stats', '-t', '7', '--state', state]);
+      const flags = await ctlInProcess(['stats', '-t', '7', '--state', state]);
       assert.match(flags.stdout, /^settings +timeout 7d, grey-window 48h, min-resend 5m \(from -t\/-g\/-m\)$/m);
       assert.match(flags.stdout, /^known-good IPs +1 \(dead, not yet swept: 1\)/m);
 
       // a state directory qgreyd never ran on: the defaults, and they say so
-      const fresh = await ctl(['import', '--dry-run', file, '--state', join(dir, 'fresh')]);
+      const fresh = await ctlInProcess(['import', '--dry-run', file, '--state', join(dir, 'fresh')]);
       assert.match(fresh.stdout, /dead by timeout 7d, grey-window 12h, min-resend 5m: 1 known-good IPs, 1 triplets/);
     } finally {
       removeDir(dir);
@@ -138,7 +138,7 @@ describe('--state that is not a directory', () => {
         [join(file, 'sub'), /^qgreyctl: --state .*\/file\/sub: a part of that path is a file, not a directory/],
       ] as const) {
         for (const cmd of [['stats'], ['dump'], ['allow', '192.0.2.1'], ['export']]) {
-          const r = await ctl([...cmd, '--state', state]);
+          const r = await ctlInProcess([...cmd, '--state', state]);
           assert.equal(r.code, 100, `${cmd[0]} ${state}: ${r.stderr}`);
           assert.match(r.stderr, re);
         }
@@ -182,7 +182,7 @@ describe('negative values are named in the message', () => {
       ['spf-whitelist', '--wait', '-1', 'example.org'],
       ['spf-whitelist', '--max-lookups', '-2', 'example.org'],
     ]) {
-      const r = await ctl(args);
+      const r = await ctlInProcess(args);
       assert.equal(r.code, 100, `${args.join(' ')}: ${r.stderr}`);
       const value = args.find((x) => /^-\d/.test(x))!;
       assert.ok(r.stderr.includes(`"${value}"`), `${args.join(' ')}: ${r.stderr}`);
@@ -213,7 +213,7 @@ describe('report on a terminal', () => {
   });
 
   it('standard input that is not a terminal is still read', async () => {
-    const r = await ctl(['report'], { input: '' });
+    const r = await ctlInProcess(['report'], { input: '' });
     assert.equal(r.code, 0, r.stderr);
   });
 });
@@ -225,14 +225,14 @@ describe('import of a file with no readable line', () => {
       const file = join(dir, 'junk');
       writeFileSync(file, 'hello\nthis is not a save file\n');
       for (const extra of [['--skip-bad'], ['--dry-run'], ['--skip-bad', '--dry-run'], []]) {
-        const r = await ctl(['import', ...extra, file, '--state', join(dir, 'state')]);
+        const r = await ctlInProcess(['import', ...extra, file, '--state', join(dir, 'state')]);
         assert.equal(r.code, 100, `${extra.join(' ')}: ${r.stderr}`);
         assert.match(r.stderr, /no readable record|unreadable line/);
       }
       assert.equal(existsSync(join(dir, 'state')), false, 'no store was created');
       const one = join(dir, 'one');
       writeFileSync(one, `junk\nI ${NOW()} 192.0.2.1\n`);
-      const ok = await ctl(['import', '--skip-bad', one, '--state', join(dir, 'state')]);
+      const ok = await ctlInProcess(['import', '--skip-bad', one, '--state', join(dir, 'state')]);
       assert.equal(ok.code, 0, ok.stderr);
     } finally {
       removeDir(dir);
@@ -248,17 +248,17 @@ describe('the bounce sender', () => {
     try {
       assert.equal(await query(d.port, '192.0.2.7', '', ['list@example.org']), '0001');
       await d.waitForLine(/ from=<> to=<list@example\.org> reply=00:01/);
-      const dump = await ctl(['dump', '--state', state]);
+      const dump = await ctlInProcess(['dump', '--state', state]);
       assert.equal(dump.code, 0, dump.stderr);
       assert.match(dump.stdout, /^triplet 192\.0\.2\.7 <> <list@example\.org> first-seen=/m);
       assert.doesNotMatch(dump.stdout, /<\.>/);
-      const json = await ctl(['dump', '--json', '--state', state]);
+      const json = await ctlInProcess(['dump', '--json', '--state', state]);
       assert.equal((JSON.parse(json.stdout.trim()) as { sender: string }).sender, '');
-      const filtered = await ctl(['dump', '--sender', '<>', '--state', state]);
+      const filtered = await ctlInProcess(['dump', '--sender', '<>', '--state', state]);
       assert.match(filtered.stdout, /<> <list@example\.org>/);
-      const exp = await ctl(['export', '--state', state]);
+      const exp = await ctlInProcess(['export', '--state', state]);
       assert.match(exp.stdout, /^G \d+ 192\.0\.2\.7 \. list@example\.org$/m);
-      const f = await ctl(['forget', '192.0.2.7', '<>', 'list@example.org', '--state', state]);
+      const f = await ctlInProcess(['forget', '192.0.2.7', '<>', 'list@example.org', '--state', state]);
       assert.equal(f.code, 0, f.stderr);
       assert.match(f.stdout, /^forgot triplet 192\.0\.2\.7 <> <list@example\.org>/);
       await d.waitForLine(/^admin op=forget ip=192\.0\.2\.7 sender=<> rcpt=<list@example\.org> deleted=1$/);

@@ -5,7 +5,7 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { query, removeDir, startDaemon, tempDir, type Daemon } from '../helpers.js';
-import { ctl } from '../ctl-helpers.js';
+import { ctlInProcess } from '../ctl-helpers.js';
 
 function saveFile(dir: string): string {
   const now = Math.floor(Date.now() / 1000);
@@ -44,10 +44,10 @@ test('import with the daemon stopped keeps the times', async () => {
   try {
     const file = saveFile(dir);
     const state = join(dir, 'data');
-    const r = await ctl(['import', file, '--state', state]);
+    const r = await ctlInProcess(['import', file, '--state', state]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, COUNTS);
-    const again = await ctl(['--state', state, 'import', file]);
+    const again = await ctlInProcess(['--state', state, 'import', file]);
     assert.match(again.stdout, /0 written, 2 skipped as dead, 5 kept the stored record/, 'importing twice changes nothing');
     const d = await startDaemon(['127.0.0.1:0', state]);
     try {
@@ -67,7 +67,7 @@ test('import while the daemon runs goes through it, with its settings, and is lo
   try {
     const file = saveFile(dir);
     // -g 24 would keep the 13-hour triplet alive; the daemon's own -g 12 must win
-    const r = await ctl(['import', '-g', '24', file, '--state', state]);
+    const r = await ctlInProcess(['import', '-g', '24', file, '--state', state]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /through the running daemon/);
     assert.match(r.stdout, COUNTS);
@@ -98,7 +98,7 @@ test('a file with unreadable lines imports nothing, names the lines, and --skip-
       ].join('\n') + '\n',
     );
     const state = join(dir, 'data');
-    const r = await ctl(['import', file, '--state', state]);
+    const r = await ctlInProcess(['import', file, '--state', state]);
     assert.equal(r.code, 100);
     assert.match(r.stderr, /save:2: a G line has 5 fields/);
     assert.match(r.stderr, /save:3: starts with "X", not I or G/);
@@ -108,13 +108,13 @@ test('a file with unreadable lines imports nothing, names the lines, and --skip-
     assert.match(r.stderr, /has 5 unreadable lines of 7; nothing imported \(fix them, or give --skip-bad to import the 2 good records\)/);
     assert.deepEqual(readdirSync(dir), ['save'], 'not even a store was created');
 
-    const dry = await ctl(['import', '--dry-run', file, '--state', state]);
+    const dry = await ctlInProcess(['import', '--dry-run', file, '--state', state]);
     assert.match(dry.stdout, /7 lines, 2 records, 5 unreadable.*nothing written \(dry run\)/);
 
-    const skip = await ctl(['import', '--skip-bad', file, '--state', state]);
+    const skip = await ctlInProcess(['import', '--skip-bad', file, '--state', state]);
     assert.equal(skip.code, 0, skip.stderr);
     assert.match(skip.stdout, /2 records; 2 written.*5 unreadable lines skipped/);
-    const dump = await ctl(['dump', '--state', state]);
+    const dump = await ctlInProcess(['dump', '--state', state]);
     assert.deepEqual(
       dump.stdout.trim().split('\n').map((l) => l.split(' ').slice(0, 2).join(' ')),
       ['known-good 192.0.2.1', 'triplet 192.0.2.4'],
@@ -127,13 +127,13 @@ test('a file with unreadable lines imports nothing, names the lines, and --skip-
 test('import of a missing file, a directory or no file is a clear permanent error', async () => {
   const dir = tempDir();
   try {
-    const missing = await ctl(['import', join(dir, 'nope'), '--state', join(dir, 'data')]);
+    const missing = await ctlInProcess(['import', join(dir, 'nope'), '--state', join(dir, 'data')]);
     assert.equal(missing.code, 100);
     assert.match(missing.stderr, /^qgreyctl: import: cannot read .*nope \(ENOENT\); give a greydaemon save file\n$/);
-    const directory = await ctl(['import', dir, '--state', join(dir, 'data')]);
+    const directory = await ctlInProcess(['import', dir, '--state', join(dir, 'data')]);
     assert.equal(directory.code, 100);
     assert.match(directory.stderr, /\(EISDIR\)/);
-    const none = await ctl(['import']);
+    const none = await ctlInProcess(['import']);
     assert.equal(none.code, 100);
     assert.match(none.stderr, /import: needs one greydaemon save file/);
   } finally {

@@ -7,7 +7,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Whitelist } from '../../src/whitelist.js';
-import { QGREYD, removeDir, ROOT, tempDir } from '../helpers.js';
+import { QGREYD, removeDir, ROOT, tempDir, which } from '../helpers.js';
 
 const CONF = join(ROOT, 'dist', 'src', 'cli', 'qgreyd-conf.js');
 const IS_ROOT = process.getuid?.() === 0;
@@ -195,11 +195,8 @@ test('the sample whitelist: loopback active, private ranges only as comments', (
   }
 });
 
-function which(name: string): boolean {
-  return spawnSync('/bin/sh', ['-c', `command -v ${name}`]).status === 0;
-}
 const REQUIRED = process.env.QGREYD_REQUIRE_DAEMONTOOLS === '1';
-const noTcprules = which('tcprules') && which('tcprulescheck') ? false : 'needs tcprules (apt-get install ucspi-tcp)';
+const noTcprules = which('tcprules') !== null && which('tcprulescheck') !== null ? false : 'needs tcprules (apt-get install ucspi-tcp)';
 
 /** The GREYIP lines printed for the netqmail patch and for IndiMail, in that order (null when
  *  that family cannot reach the daemon), each compiled by tcprules into a rules database and
@@ -256,7 +253,7 @@ test('the GREYIP lines for both client families, for every kind of listen addres
   });
 });
 
-test('the run script gives qgreyd every address in env/IP, each with env/PORT', { skip: which('envdir') || REQUIRED ? false : 'needs envdir (apt-get install daemontools)' }, () => {
+test('the run script gives qgreyd every address in env/IP, each with env/PORT', { skip: which('envdir') !== null || REQUIRED ? false : 'needs envdir (apt-get install daemontools)' }, () => {
   withDir((dir) => {
     const svc = join(dir, 'svc');
     assert.equal(conf(OTHER, OTHER, svc).status, 0);
@@ -279,7 +276,7 @@ test('the run script gives qgreyd every address in env/IP, each with env/PORT', 
   });
 });
 
-test('the run script gives qgreyd the policy options from env/, and every WHITELIST entry as a -w', { skip: which('envdir') || REQUIRED ? false : 'needs envdir (apt-get install daemontools)' }, () => {
+test('the run script gives qgreyd the policy options from env/, and every WHITELIST entry as a -w', { skip: which('envdir') !== null || REQUIRED ? false : 'needs envdir (apt-get install daemontools)' }, () => {
   withDir((dir) => {
     const svc = join(dir, 'svc');
     assert.equal(conf(OTHER, OTHER, svc).status, 0);

@@ -1,13 +1,13 @@
 // Both real qmail-smtpd families (test/qmail-client.ts) against the spawned daemon: what the
 // SMTP client ends up with (accept, or 451 and a hang-up) for each situation PROTOCOL.md names.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { buildRequest, clientIpField, type Family, NETQMAIL_MAX_REQUEST, type Outcome, parseGreyip, QmailSmtpd } from '../qmail-client.js';
 import { type Daemon, tracked } from '../helpers.js';
+import { fill, mountTmpfs, ROOT, umount } from '../tmpfs.js';
 
 const FAMILIES: Family[] = ['netqmail', 'indimail'];
 /** replies come within milliseconds; a silence this long is silence */
@@ -226,19 +226,17 @@ describe('silence and errors: what each family does without a reply', () => {
   });
 });
 
-const ROOT = process.getuid?.() === 0;
 
 describe('the store made unavailable (a full disk)', { skip: ROOT ? false : 'needs root to mount a small tmpfs' }, () => {
   for (const failClosed of [false, true]) {
     it(`every message still gets a reply: ${failClosed ? '00 04 with --fail-closed (deferred)' : '01 05 (accepted)'}`, { timeout: 60_000 }, async () => {
       const base = dir();
       const mnt = join(base, 'tmpfs');
-      mkdirSync(mnt);
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+      mountTmpfs(mnt, '2m');
       try {
         const d = await daemon(['-m', '600', ...(failClosed ? ['--fail-closed'] : []), '127.0.0.1:0', join(mnt, 'state')]);
         assert.match(d.lines[0], new RegExp(` fail=${failClosed ? 'closed' : 'open'}$`));
-        fillUp(join(mnt, 'filler'));
+        fill(mnt);
         const want = failClosed ? '0004' : '0105';
         const seen = new Map<Family, string>();
         for (let i = 0; i < 2000 && seen.size < 2; i++) {
@@ -259,28 +257,8 @@ describe('the store made unavailable (a full disk)', { skip: ROOT ? false : 'nee
         await d.waitForLine(new RegExp(`^error store .* answering=${failClosed ? 'defer' : 'accept'} `));
         await d.stop('SIGKILL');
       } finally {
-        execFileSync('umount', ['-l', mnt]);
+        umount(mnt);
       }
     });
   }
 });
-
-/** Fills the file system holding path. */
-function fillUp(path: string): void {
-  const fd = openSync(path, 'w');
-  try {
-    for (const size of [1 << 16, 4096, 1]) {
-      const chunk = Buffer.alloc(size, 0x78);
-      for (;;) {
-        try {
-          writeSync(fd, chunk);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === 'ENOSPC') break;
-          throw e;
-        }
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-}

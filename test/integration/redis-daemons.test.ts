@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { ipKey, tripletDbKey } from '../../src/store/keys.js';
 import { RedisStore } from '../../src/store/redis.js';
 import { parseStoreUrl } from '../../src/store/redis-url.js';
-import { query, removeDir, sleep, startDaemon, tempDir, type Daemon } from '../helpers.js';
+import { query, removeDir, setTestClock, sleep, startDaemon, tempDir, type Daemon } from '../helpers.js';
 import { Prng } from '../prng.js';
 import { REDIS_SKIP, REQUIRED, requireRedis, startCluster, startStandalone, type RedisSetup } from '../redis-server.js';
 
@@ -54,24 +54,13 @@ function script(seed: number): Step[] {
   }
 }
 
-async function setClock(daemons: Daemon[], file: string, offset: number): Promise<void> {
-  writeFileSync(file, `${offset}\n`);
-  await Promise.all(
-    daemons.map(async (d) => {
-      const from = d.lines.length;
-      d.proc.kill('SIGUSR2');
-      for (let i = 0; i < 400 && !d.lines.slice(from).includes(`test-clock offset=${offset}s`); i++) await sleep(10);
-      assert.ok(d.lines.slice(from).includes(`test-clock offset=${offset}s`), 'the daemon took the clock');
-    }),
-  );
-}
 
 /** The replies to the script, each request sent to the next daemon in turn. */
 async function run(steps: Step[], daemons: Daemon[], clockFile: string): Promise<string[]> {
   const replies: string[] = [];
   let n = 0;
   for (const step of steps) {
-    await setClock(daemons, clockFile, step.offset);
+    await setTestClock(daemons, clockFile, step.offset);
     for (const q of step.requests) {
       const d = daemons[n++ % daemons.length];
       const reply = await query(d.port, q.ip, q.sender, q.rcpts);
@@ -146,7 +135,7 @@ describe('several qgreyd on one Redis', { skip: REDIS_SKIP }, () => {
         return c;
       };
       for (const rs of await hammer()) assert.deepEqual(tally(rs), { '0001': 1, '0002': 8 }, 'exactly one first-seen per triplet');
-      await setClock(ds, clockFile, 400);
+      await setTestClock(ds, clockFile, 400);
       for (const rs of await hammer()) {
         const c = tally(rs);
         assert.equal((c['0103'] ?? 0) + (c['0102'] ?? 0), 9, `every retry accepted: ${JSON.stringify(c)}`);
@@ -159,7 +148,7 @@ describe('several qgreyd on one Redis', { skip: REDIS_SKIP }, () => {
         // stale triplets of IPs that never passed: exactly one daemon restarts each clock
         const fresh = Array.from({ length: 40 }, (_, i) => `198.51.100.${i}`);
         for (const ip of fresh) assert.equal(await query(ds[0].port, ip, 's@x.example', ['t@y.example']), '0001');
-        await setClock(ds, clockFile, 400 + 13 * 3600);
+        await setTestClock(ds, clockFile, 400 + 13 * 3600);
         const late = await Promise.all(fresh.map((ip) => Promise.all(ds.flatMap((d) => [0, 1, 2].map(() => query(d.port, ip, 's@x.example', ['t@y.example']))))));
         for (const rs of late) assert.deepEqual(tally(rs), { '0003': 1, '0002': 8 }, 'one clock restart; the others see it');
         const clocks = await store.lookup(fresh.map((ip) => tripletDbKey(`${ip} s@x.example t@y.example`)));

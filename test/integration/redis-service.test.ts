@@ -6,8 +6,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { query, removeDir, ROOT, sleep, tempDir } from '../helpers.js';
-import { freePort, REDIS_SKIP, REQUIRED, requireRedis, startStandalone } from '../redis-server.js';
+import { procCmdline } from '../proc.js';
+import { freePort, query, removeDir, ROOT, sleep, tempDir } from '../helpers.js';
+import { REDIS_SKIP, REQUIRED, requireRedis, startStandalone } from '../redis-server.js';
 
 if (REQUIRED) requireRedis();
 const CONF = join(ROOT, 'dist', 'src', 'cli', 'qgreyd-conf.js');
@@ -25,7 +26,7 @@ test('qgreyd-conf --store: env/STORE mode 0600, the URL reaches qgreyd by its en
     const bad = spawnSync(process.execPath, [CONF, user, user, svc, '127.0.0.1:1999', '--store', 'redis://host:99999'], { encoding: 'utf8' });
     assert.equal(bad.status, 100);
     assert.match(bad.stderr, /--store "redis:\/\/host:99999": port "99999"/);
-    const port = await freePort();
+    const port = await freePort('tcp');
     const r = spawnSync(process.execPath, [CONF, user, user, svc, `127.0.0.1:${port}`, '--store', url], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(readFileSync(join(svc, 'env', 'STORE'), 'utf8'), `${url}\n`);
@@ -37,7 +38,7 @@ test('qgreyd-conf --store: env/STORE mode 0600, the URL reaches qgreyd by its en
       for (let i = 0; i < 200 && !/^start /m.test(out); i++) await sleep(50);
       assert.match(out, /^start .* store=redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ /m);
       assert.equal(await query(port, '192.0.2.9', 'a@x.example', ['b@y.example']), '0001');
-      const cmdline = readFileSync(`/proc/${proc.pid}/cmdline`, 'utf8');
+      const cmdline = procCmdline(proc.pid!).join(' ');
       assert.match(cmdline, /qgreyd\.js/, 'the run script exec()s qgreyd');
       assert.ok(!cmdline.includes('s3cret-pw'), 'no password on the command line');
       assert.ok(!cmdline.includes('--store'), 'no --store on the command line');

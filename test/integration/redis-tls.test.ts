@@ -5,8 +5,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { query, removeDir, runDaemon, sleep, startDaemon, tempDir } from '../helpers.js';
-import { freePort, REDIS_SKIP, REQUIRED, requireRedis } from '../redis-server.js';
+import { freePort, query, removeDir, runDaemon, sleep, startDaemon, tempDir } from '../helpers.js';
+import { REDIS_SKIP, REQUIRED, requireRedis } from '../redis-server.js';
 
 if (REQUIRED) requireRedis();
 const HAVE_OPENSSL = spawnSync('/bin/sh', ['-c', 'command -v openssl']).status === 0;
@@ -18,7 +18,7 @@ function openssl(dir: string, ...args: string[]): void {
 
 test('rediss:// to a TLS-only Redis: decisions with the CA trusted, a refusal (exit 111) without it', { skip: REDIS_SKIP || (HAVE_OPENSSL ? false : 'openssl is not installed') }, async () => {
   const dir = tempDir('qgreyd-tls-');
-  const port = await freePort();
+  const port = await freePort('tcp');
   openssl(dir, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=qgreyd test CA');
   openssl(dir, 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=127.0.0.1');
   writeFileSync(join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1\n');

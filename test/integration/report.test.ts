@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { formatHtml } from '../../src/report/html.js';
 import { buildReport, formatReport, GreydaemonRequests, histogram, network, parseGreydaemonLine, parseLine, senderDomain, splitStamp } from '../../src/report/report.js';
 import { query, ROOT, removeDir, startDaemon, tempDir } from '../helpers.js';
-import { ctl } from '../ctl-helpers.js';
+import { ctlInProcess } from '../ctl-helpers.js';
 
 const FIXTURE = join(ROOT, 'test', 'fixtures', 'report.log');
 const T0 = 1700000000;
@@ -141,18 +141,18 @@ test('stamps written by the real multilog agree with tai64nlocal', async () => {
 });
 
 test('qgreyctl report reads files and standard input alike', async () => {
-  const fromFile = await ctl(['report', FIXTURE]);
+  const fromFile = await ctlInProcess(['report', FIXTURE]);
   assert.equal(fromFile.code, 0, fromFile.stderr);
-  const fromStdin = await ctl(['report'], { input: readFileSync(FIXTURE, 'latin1') });
+  const fromStdin = await ctlInProcess(['report'], { input: readFileSync(FIXTURE, 'latin1') });
   assert.equal(fromStdin.code, 0, fromStdin.stderr);
   assert.equal(fromFile.stdout, fromStdin.stdout);
   assert.match(fromFile.stdout, /never came back \(likely spam\): 3/);
-  const json = await ctl(['report', '--json', '--retry', '1800', FIXTURE]);
+  const json = await ctlInProcess(['report', '--json', '--retry', '1800', FIXTURE]);
   assert.equal((JSON.parse(json.stdout) as { cameBackLate: unknown[] }).cameBackLate.length, 2);
-  const missing = await ctl(['report', '/nonexistent/current']);
+  const missing = await ctlInProcess(['report', '/nonexistent/current']);
   assert.equal(missing.code, 100);
   assert.match(missing.stderr, /^qgreyctl: report: cannot read \/nonexistent\/current \(ENOENT\)/);
-  const badRetry = await ctl(['report', '--retry', 'soon']);
+  const badRetry = await ctlInProcess(['report', '--retry', 'soon']);
   assert.equal(badRetry.code, 100);
   assert.match(badRetry.stderr, /--retry "soon" is not a positive number of seconds/);
 });
@@ -165,7 +165,7 @@ test('qgreyctl report reads what the real daemon logs', async () => {
     assert.equal(await query(d.port, '192.0.2.1', 'A@X.example', ['B@y.example']), '0103');
     assert.equal(await query(d.port, '198.51.100.1', '', ['postmaster@y.example']), '0001');
     await d.waitForLine(/ip=198\.51\.100\.1 /);
-    const r = await ctl(['report', '--json'], { input: d.lines.join('\n') + '\n' });
+    const r = await ctlInProcess(['report', '--json'], { input: d.lines.join('\n') + '\n' });
     assert.equal(r.code, 0, r.stderr);
     const rep = JSON.parse(r.stdout) as { decisions: number; unreadableCount: number; cameBack: unknown[]; neverCameBack: Array<{ sender: string; rcpt: string }> };
     assert.equal(rep.decisions, 3);
@@ -285,18 +285,18 @@ test('qgreyctl report --html: to a file or standard output, and the errors it na
   const dir = tempDir('qgreyd-html-cli-');
   try {
     const page = join(dir, 'r.html');
-    const r = await ctl(['report', '--html', page, FIXTURE]);
+    const r = await ctlInProcess(['report', '--html', page, FIXTURE]);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(readFileSync(page, 'latin1'), (await ctl(['report', '--html', '-', FIXTURE])).stdout);
+    assert.equal(readFileSync(page, 'latin1'), (await ctlInProcess(['report', '--html', '-', FIXTURE])).stdout);
     assert.match(readFileSync(page, 'latin1'), /^<!DOCTYPE html>/);
     assert.deepEqual(readdirSync(dir), ['r.html'], 'no temporary file left behind');
-    const noDir = await ctl(['report', '--html', join(dir, 'missing', 'r.html'), FIXTURE]);
+    const noDir = await ctlInProcess(['report', '--html', join(dir, 'missing', 'r.html'), FIXTURE]);
     assert.equal(noDir.code, 100);
     assert.match(noDir.stderr, /^qgreyctl: report: cannot write .*\/missing\/r\.html \(ENOENT\); give --html a file in a writable directory/);
-    const empty = await ctl(['report', '--html', '', FIXTURE]);
+    const empty = await ctlInProcess(['report', '--html', '', FIXTURE]);
     assert.equal(empty.code, 100);
     assert.match(empty.stderr, /--html needs a file name/);
-    const both = await ctl(['report', '--html', page, '--json', FIXTURE]);
+    const both = await ctlInProcess(['report', '--html', page, '--json', FIXTURE]);
     assert.equal(both.code, 100);
     assert.match(both.stderr, /give --json or --html, not both/);
   } finally {

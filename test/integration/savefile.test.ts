@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { formatSaveLine, parseSaveLine } from '../../src/savefile.js';
 import { tripletKey } from '../../src/policy.js';
 import { ipKey, IP_PREFIX, Store, TRIPLET_PREFIX, tripletDbKey } from '../../src/store/leveldb.js';
-import { ctl } from '../ctl-helpers.js';
+import { ctlInProcess } from '../ctl-helpers.js';
 import { query, removeDir, startDaemon, tempDir } from '../helpers.js';
 
 const NOW = Math.floor(Date.now() / 1000);
@@ -60,7 +60,7 @@ test('export then import restores identical records for every byte value in addr
     // the triplet key is lower-cased as a whole, so "unkAnown" and "unkanown" share triplets
     assert.equal(original.length, 254 * 2 + 1 + 255 + (255 - 26));
 
-    const exported = await ctl(['export', '--state', a]);
+    const exported = await ctlInProcess(['export', '--state', a]);
     assert.equal(exported.code, 0, exported.stderr);
     const text = exported.stdout;
     const lines = text.slice(0, -1).split('\n');
@@ -78,7 +78,7 @@ test('export then import restores identical records for every byte value in addr
 
     // daemon stopped: qgreyctl opens the new store itself
     const b = join(dir, 'b');
-    const offline = await ctl(['import', file, '--state', b]);
+    const offline = await ctlInProcess(['import', file, '--state', b]);
     assert.equal(offline.code, 0, offline.stderr);
     assert.match(offline.stdout, new RegExp(`${original.length} written`));
     assert.deepEqual(await records(b), original, 'offline import');
@@ -87,10 +87,10 @@ test('export then import restores identical records for every byte value in addr
     const c = join(dir, 'c');
     const d2 = await startDaemon(['127.0.0.1:0', c]);
     try {
-      const viaDaemon = await ctl(['import', file, '--state', c]);
+      const viaDaemon = await ctlInProcess(['import', file, '--state', c]);
       assert.equal(viaDaemon.code, 0, viaDaemon.stderr);
       assert.match(viaDaemon.stdout, /through the running daemon/);
-      const again = await ctl(['export', '--state', c]);
+      const again = await ctlInProcess(['export', '--state', c]);
       assert.equal(again.code, 0, again.stderr);
       assert.equal(Buffer.from(again.stdout, 'latin1').equals(Buffer.from(text, 'latin1')), true, 'the daemon exports the same file');
     } finally {
@@ -130,16 +130,16 @@ test('qgreyctl gives up on a daemon that does not answer: exit 111 naming the so
   try {
     d.proc.kill('SIGSTOP');
     for (const args of [['stats'], ['export'], ['allow', '192.0.2.1']]) {
-      const r = await ctl([...args, '--wait', '0.5', '--state', state], { ms: 10_000 });
+      const r = await ctlInProcess([...args, '--wait', '0.5', '--state', state]);
       assert.equal(r.code, 111, `${args[0]}: ${r.stderr}`);
       assert.match(r.stderr, new RegExp(`^qgreyctl: ${join(state, 'admin.sock').replace(/[.]/g, '\\.')}: the daemon did not answer within 0\\.5 s .*--wait SECONDS`));
     }
-    const bad = await ctl(['stats', '--wait', '0', '--state', state]);
+    const bad = await ctlInProcess(['stats', '--wait', '0', '--state', state]);
     assert.equal(bad.code, 100);
     assert.match(bad.stderr, /^qgreyctl: stats: --wait "0" is not a number of seconds/);
     d.proc.kill('SIGCONT');
     // the same daemon, resumed, answers
-    const ok = await ctl(['stats', '--json', '--wait', '5', '--state', state]);
+    const ok = await ctlInProcess(['stats', '--json', '--wait', '5', '--state', state]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((JSON.parse(ok.stdout) as { mode: string }).mode, 'daemon');
   } finally {

@@ -5,13 +5,12 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Resolver } from 'node:dns/promises';
 import { accessSync, chmodSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isDomainName, parseDomainList } from '../../src/spf.js';
 import { Whitelist } from '../../src/whitelist.js';
 import { ctl } from '../ctl-helpers.js';
-import { query, removeDir, ROOT, startDaemon, tempDir } from '../helpers.js';
+import { freePort, query, removeDir, ROOT, startDaemon, tempDir } from '../helpers.js';
 
 const DNSMASQ = ['/usr/sbin/dnsmasq', '/usr/bin/dnsmasq', '/sbin/dnsmasq'].find((p) => {
   try {
@@ -28,14 +27,6 @@ const skip = DNSMASQ === undefined && !REQUIRED ? INSTALL_HINT : false;
 if (skip) process.stderr.write(`spf-whitelist.test: skipped: ${INSTALL_HINT}\n`);
 
 /** A port free for both UDP and TCP is hard to promise; a TCP one that dnsmasq then takes is enough here. */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
 const deep = Array.from({ length: 11 }, (_, i) => `--txt-record=deep${i + 1}.test,v=spf1 include:deep${i + 2}.test -all`);
 const RECORDS = [
   // spawned without a shell, so no quotes: a comma separates a record's strings, and this
@@ -92,9 +83,9 @@ describe('against dnsmasq', { skip }, () => {
 before(async () => {
   if (DNSMASQ === undefined) throw new Error(`QGREYD_REQUIRE_DNSMASQ=1 but ${INSTALL_HINT}`);
   dir = tempDir('qgreyd-spf-');
-  dnsPort = await freePort();
+  dnsPort = await freePort('tcp');
   // a port nothing listens on: dnsmasq's forwards for fail.example go unanswered
-  const deadPort = await freePort();
+  const deadPort = await freePort('tcp');
   const args = [
     `--port=${dnsPort}`,
     '--listen-address=127.0.0.1',

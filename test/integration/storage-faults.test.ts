@@ -5,51 +5,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, readdirSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { tripletKey } from '../../src/policy.js';
 import { Store, TRIPLET_PREFIX } from '../../src/store/leveldb.js';
 import { query, removeDir, runDaemon, sleep, startDaemon, tempDir } from '../helpers.js';
+import { fill, mountTmpfs, ROOT, umount } from '../tmpfs.js';
 
-const ROOT = process.getuid?.() === 0;
 const NEEDS_ROOT = ROOT ? false : 'needs root to mount a small tmpfs';
-
-function mountTmpfs(dir: string, size: string, ro = false): void {
-  mkdirSync(dir, { recursive: true });
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}${ro ? ',ro' : ''}`, 'tmpfs', dir]);
-}
-
-function umount(dir: string): void {
-  try {
-    execFileSync('umount', [dir], { stdio: 'ignore' });
-  } catch {
-    execFileSync('umount', ['-l', dir], { stdio: 'ignore' });
-  }
-}
-
-/** Fills the file system holding `dir` up to `leave` bytes; returns the filler's path. */
-function fill(dir: string, leave = 0): string {
-  const path = join(dir, 'filler');
-  const fd = openSync(path, 'w');
-  try {
-    for (const size of [1 << 16, 4096, 1]) {
-      const chunk = Buffer.alloc(size, 0x78);
-      for (;;) {
-        try {
-          writeSync(fd, chunk);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === 'ENOSPC') break;
-          throw e;
-        }
-      }
-    }
-    if (leave > 0) ftruncateSync(fd, Math.max(0, fstatSync(fd).size - leave));
-  } finally {
-    closeSync(fd);
-  }
-  return path;
-}
 
 test('a read-only state directory: exit 100 naming the path and the fix', { skip: NEEDS_ROOT }, async () => {
   const dir = tempDir();

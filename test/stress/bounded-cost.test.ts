@@ -3,17 +3,15 @@
 // store, duplicate recipients, and requests still waiting at shutdown answered, not dropped.
 // The assertions are on structure (which batch answered what, what was written), not time.
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { BATCH_BUDGET, Greylist, requestCost, type Result } from '../../src/daemon/queue.js';
-import { LineWriter } from '../../src/log/log.js';
 import { settingsFrom } from '../../src/policy.js';
 import { decodeRequest, encodeRequest, MAX_REQUEST_BYTES, type Request } from '../../src/protocol.js';
-import { Server } from '../../src/daemon/server.js';
 import { Store } from '../../src/store/leveldb.js';
 import { Whitelist } from '../../src/whitelist.js';
-import { removeDir, tempDir } from '../helpers.js';
+import { boundSocket, removeDir, tempDir } from '../helpers.js';
+import { stalledServer } from '../stalled-server.js';
 import { QmailSmtpd } from '../qmail-client.js';
 import { worstCaseRequest } from '../worst-case.js';
 
@@ -98,17 +96,8 @@ test('the bytes one request stores are bounded by its cost, and a recipient list
 });
 
 test('over UDP: a probe from 127.0.0.1 is answered before the flood queued ahead of it from 127.0.0.2', { timeout: 120_000 }, async () => {
-  const dir = tempDir();
-  const store = await Store.open(join(dir, 's'));
-  const log = new LineWriter({ write: () => true } as unknown as NodeJS.WritableStream);
-  const server = new Server({ host: '127.0.0.1', port: 0, debug: false, log });
-  const gl = new Greylist(store, settingsFrom(7, 12, 5), Whitelist.empty());
-  const { port } = await server.listen();
-  server.attach(gl);
-  let release!: () => void;
-  const stalled = gl.exclusive(() => new Promise<void>((res) => (release = res)));
-  const flooder = dgram.createSocket('udp4');
-  await new Promise<void>((res) => flooder.bind(0, '127.0.0.2', () => res()));
+  const { server, gl, port, release, stalled, close } = await stalledServer();
+  const flooder = await boundSocket('127.0.0.2');
   const order: string[] = [];
   flooder.on('message', (m) => order.push(`flood:${m.toString('hex')}`));
   try {
@@ -131,27 +120,14 @@ test('over UDP: a probe from 127.0.0.1 is answered before the flood queued ahead
     // nothing was being decided when the store came back: the probe's batch comes first
     assert.equal(order.indexOf('probe:0001'), 0, `probe answered first: ${order.join(' ')}`);
   } finally {
-    release?.();
     flooder.close();
-    await server.close();
-    await gl.stop();
-    await store.close();
-    removeDir(dir);
+    await close();
   }
 });
 
 for (const failClosed of [false, true]) {
   test(`at shutdown, requests still waiting for a stalled store are answered ${failClosed ? '00 04' : '01 05'} (reason=shutdown), not dropped`, { timeout: 30_000 }, async () => {
-    const dir = tempDir();
-    const store = await Store.open(join(dir, 's'));
-    const lines: string[] = [];
-    const log = new LineWriter({ write: (s: string) => (lines.push(...s.split('\n').filter(Boolean)), true) } as unknown as NodeJS.WritableStream);
-    const server = new Server({ host: '127.0.0.1', port: 0, debug: false, log, failClosed, shutdownGraceMs: 50 });
-    const gl = new Greylist(store, settingsFrom(7, 12, 5), Whitelist.empty());
-    const { port } = await server.listen();
-    server.attach(gl);
-    let release!: () => void;
-    const stalled = gl.exclusive(() => new Promise<void>((res) => (release = res)));
+    const { server, port, log, lines, close } = await stalledServer({ failClosed, shutdownGraceMs: 50 });
     try {
       const c = new QmailSmtpd({ family: 'indimail', greyip: `127.0.0.1@${port}`, silenceMs: 10_000 });
       const outcomes = Promise.all([1, 2, 3].map((i) => c.check({ TCPREMOTEIP: `192.0.2.${i}` }, 'a@x.example', ['b@y.example'])));
@@ -166,11 +142,7 @@ for (const failClosed of [false, true]) {
       assert.match(shut[0], new RegExp(`reply=${want.slice(0, 2)}:${want.slice(2)} reason=shutdown$`));
       assert.equal(server.counters.shutdown, 3);
     } finally {
-      release?.();
-      await stalled;
-      await gl.stop();
-      await store.close();
-      removeDir(dir);
+      await close();
     }
   });
 }

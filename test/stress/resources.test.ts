@@ -2,20 +2,16 @@
 // the daemon's memory; expiry reclaims the store; a stalled store cannot make the daemon hold
 // an unbounded number of requests.
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Level } from 'level';
-import { Greylist } from '../../src/daemon/queue.js';
-import { LineWriter } from '../../src/log/log.js';
-import { settingsFrom } from '../../src/policy.js';
 import { encodeRequest } from '../../src/protocol.js';
-import { MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES, Server } from '../../src/daemon/server.js';
+import { MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES } from '../../src/daemon/server.js';
 import { Store, TRIPLET_PREFIX } from '../../src/store/leveldb.js';
-import { Whitelist } from '../../src/whitelist.js';
 import { Prng, seedFrom } from '../prng.js';
-import { removeDir, startDaemon, tempDir } from '../helpers.js';
+import { boundSocket, removeDir, startDaemon, tempDir } from '../helpers.js';
+import { stalledServer } from '../stalled-server.js';
 import { UdpPool } from '../udp-pool.js';
 import { kb, procStatus } from '../proc.js';
 
@@ -145,22 +141,12 @@ test(`a flood of ${TRIPLETS} unique triplets: memory stays bounded, the store gr
 });
 
 test('a stalled store cannot make the daemon hold unbounded requests: past the in-flight bound requests are answered 01 05 at once and counted', { timeout: 60_000 }, async () => {
-  const dir = tempDir();
-  const store = await Store.open(join(dir, 's'));
-  const lines: string[] = [];
-  const log = new LineWriter({ write: (s: string) => (lines.push(...s.split('\n').filter(Boolean)), true) } as unknown as NodeJS.WritableStream);
-  const server = new Server({ host: '127.0.0.1', port: 0, debug: false, log });
-  const gl = new Greylist(store, settingsFrom(7, 12, 5), Whitelist.empty());
-  const { port } = await server.listen();
-  server.attach(gl);
-  // stall the store the way a long exclusive job would: no batch runs until it ends
-  let release!: () => void;
-  const stalled = gl.exclusive(() => new Promise<void>((res) => (release = res)));
-  const sock = dgram.createSocket('udp4');
+  // the store stalled the way a long exclusive job would: no batch runs until it ends
+  const { server, gl, port, log, lines, release, stalled, close } = await stalledServer();
+  const sock = await boundSocket('127.0.0.1');
   let replies = 0;
   let notDecided = 0;
   sock.on('message', (m) => (m.toString('hex') === '0105' ? notDecided++ : replies++));
-  await new Promise<void>((res) => sock.bind(0, '127.0.0.1', () => res()));
   const send = (b: Buffer) => new Promise<void>((res) => sock.send(b, port, '127.0.0.1', () => res()));
   try {
     const N = MAX_IN_FLIGHT + 2000;
@@ -184,27 +170,14 @@ test('a stalled store cannot make the daemon hold unbounded requests: past the i
     for (let i = 0; i < 100 && replies === 0; i++) await new Promise((res) => setTimeout(res, 10));
     assert.ok(replies > 0, 'replies reach the client');
   } finally {
-    release?.();
     sock.close();
-    await server.close();
-    await gl.stop();
-    await store.close();
-    removeDir(dir);
+    await close();
   }
 });
 
 test('the in-flight bound also counts bytes: 64 KB datagrams stop at the byte bound', { timeout: 60_000 }, async () => {
-  const dir = tempDir();
-  const store = await Store.open(join(dir, 's'));
-  const log = new LineWriter({ write: () => true } as unknown as NodeJS.WritableStream);
-  const server = new Server({ host: '127.0.0.1', port: 0, debug: false, log });
-  const gl = new Greylist(store, settingsFrom(7, 12, 5), Whitelist.empty());
-  const { port } = await server.listen();
-  server.attach(gl);
-  let release!: () => void;
-  const stalled = gl.exclusive(() => new Promise<void>((res) => (release = res)));
-  const sock = dgram.createSocket('udp4');
-  await new Promise<void>((res) => sock.bind(0, '127.0.0.1', () => res()));
+  const { server, port, close } = await stalledServer();
+  const sock = await boundSocket('127.0.0.1');
   try {
     // a well-formed request padded with NULs to the largest datagram
     const big = Buffer.alloc(65_000);
@@ -219,12 +192,7 @@ test('the in-flight bound also counts bytes: 64 KB datagrams stop at the byte bo
     assert.equal(server.counters.received, fit);
     assert.equal(server.overload.total, N - fit);
   } finally {
-    release?.();
-    await stalled;
     sock.close();
-    await server.close();
-    await gl.stop();
-    await store.close();
-    removeDir(dir);
+    await close();
   }
 });

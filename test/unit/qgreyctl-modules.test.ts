@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,7 @@ test('each qgreyctl command module can be imported without anything running', as
     for (const f of modules) {
       const m = (await import(join(DIR, f))) as Record<string, unknown>;
       assert.ok(Object.keys(m).length > 0, `${f} exports something`);
-      if (!['shared.js', 'help.js', 'main.js'].includes(f)) assert.ok(Object.values(m).some((v) => typeof v === 'function' && /^cmd/.test((v as () => void).name)), `${f} exports its command`);
+      if (!['shared.js', 'help.js', 'main.js', 'io.js'].includes(f)) assert.ok(Object.values(m).some((v) => typeof v === 'function' && /^cmd/.test((v as () => void).name)), `${f} exports its command`);
     }
   } finally {
     process.stdout.write = out;
@@ -29,4 +29,12 @@ test('each qgreyctl command module can be imported without anything running', as
   assert.deepEqual(written, [], 'nothing written');
   assert.equal(process.stdout.listenerCount('error'), listeners, 'no handler installed on stdout');
   assert.equal(process.exitCode, undefined, 'no exit code set');
+});
+
+test('no command touches the process but through its CtlIo: no exit, no process streams, no environment', () => {
+  // what lets ctlInProcess run every command inside a test; io.ts's processIo is the program's
+  for (const f of readdirSync(DIR).filter((x) => x.endsWith('.js') && x !== 'io.js')) {
+    const text = readFileSync(join(DIR, f), 'utf8');
+    assert.doesNotMatch(text, /process\.(exit|stdout|stderr|stdin|env|exitCode|chdir|umask|set[ug]id)\b/, f);
+  }
 });

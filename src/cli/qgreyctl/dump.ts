@@ -6,16 +6,17 @@ import { escapeField } from '../../log/log.js';
 import { type Settings } from '../../policy.js';
 
 import { EXIT_OK, last } from '../common.js';
-import { SETTINGS_SPEC, Usage, age, bounce, iso, parse, requireIp, withBackend, write } from './shared.js';
+import { SETTINGS_SPEC, Usage, age, bounce, iso, parse, requireIp, withBackend } from './shared.js';
 import { help } from './help.js';
+import type { CtlContext } from './io.js';
 
-export async function cmdDump(argv: string[], globalState: string | undefined): Promise<number> {
+export async function cmdDump(argv: string[], ctx: CtlContext): Promise<number> {
   const { a, pos } = parse('dump', argv, {
     string: ['ip', 'sender', 'rcpt', ...SETTINGS_SPEC.string],
     boolean: ['json', 'ips', 'triplets'],
     alias: SETTINGS_SPEC.alias,
   });
-  if (a.help) return help('dump');
+  if (a.help) return help('dump', ctx.io);
   if (pos.length > 0) throw new Usage(`dump: unexpected argument ${JSON.stringify(pos[0])}; filter with --ip, --sender, --rcpt`);
   if (a.ips && a.triplets) throw new Usage('dump: --ips and --triplets exclude each other; give neither for both');
   const filter: DumpFilter = {};
@@ -28,12 +29,12 @@ export async function cmdDump(argv: string[], globalState: string | undefined): 
   if (a.ips) filter.only = 'ip';
   if (a.triplets) filter.only = 'triplet';
   const json = Boolean(a.json);
-  return withBackend('dump', a, globalState, false, async (b) => {
+  return withBackend('dump', a, ctx, false, async (b) => {
     for await (const records of b.dump(filter)) {
       const now = unixNow();
       let text = '';
       for (const r of records) text += (json ? dumpJson(r, now, b.settings) : dumpText(r, now, b.settings)) + '\n';
-      await write(text);
+      await ctx.io.out(text);
     }
     return EXIT_OK;
   });

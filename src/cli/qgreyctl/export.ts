@@ -2,14 +2,15 @@
 import { formatSaveLine } from '../../savefile.js';
 
 import { EXIT_OK } from '../common.js';
-import { Usage, parse, withBackend, write } from './shared.js';
+import { Usage, parse, withBackend } from './shared.js';
 import { help } from './help.js';
+import type { CtlContext } from './io.js';
 
-export async function cmdExport(argv: string[], globalState: string | undefined): Promise<number> {
+export async function cmdExport(argv: string[], ctx: CtlContext): Promise<number> {
   const { a, pos } = parse('export', argv, { string: ['wait'] });
-  if (a.help) return help('export');
+  if (a.help) return help('export', ctx.io);
   if (pos.length > 0) throw new Usage(`export: unexpected argument ${JSON.stringify(pos[0])}; export writes to standard output (qgreyctl export > savefile)`);
-  return withBackend('export', a, globalState, false, async (b) => {
+  return withBackend('export', a, ctx, false, async (b) => {
     let ips = 0;
     let triplets = 0;
     for await (const records of b.export()) {
@@ -19,9 +20,9 @@ export async function cmdExport(argv: string[], globalState: string | undefined)
         else triplets++;
         text += formatSaveLine(r) + '\n';
       }
-      await write(text, 'latin1');
+      await ctx.io.out(text, 'latin1');
     }
-    process.stderr.write(`qgreyctl: exported ${ips} known-good IPs and ${triplets} triplets from ${b.stateDir}\n`);
+    ctx.io.err(`qgreyctl: exported ${ips} known-good IPs and ${triplets} triplets from ${b.stateDir}\n`);
     return EXIT_OK;
   });
 }

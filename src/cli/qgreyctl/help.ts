@@ -5,6 +5,7 @@ import { DEFAULT_STATE } from '../args.js';
 import { SPF_WHITELIST_HELP } from './spf-whitelist.js';
 
 import { EXIT_OK } from '../common.js';
+import type { CtlIo } from './io.js';
 
 export const GLOBAL_USAGE = `usage: qgreyctl [--state DIR] COMMAND [ARGS]
 
@@ -113,7 +114,7 @@ for lack of space.`,
   'spf-whitelist': SPF_WHITELIST_HELP,
 };
 
-export function help(cmd: string): number {
-  process.stdout.write(HELP[cmd] + '\n');
+export async function help(cmd: string, io: CtlIo): Promise<number> {
+  await io.out(HELP[cmd] + '\n');
   return EXIT_OK;
 }

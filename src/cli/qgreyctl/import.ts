@@ -8,19 +8,20 @@ import { unixNow } from '../../daemon/queue.js';
 import { type Settings } from '../../policy.js';
 
 import { EXIT_OK, EXIT_PERMANENT, EXIT_TEMPORARY } from '../common.js';
-import { SETTINGS_SPEC, Usage, fileLines, parse, settingsArgs, settingsText, stateDir, waitArg, withBackend, write } from './shared.js';
+import { SETTINGS_SPEC, Usage, fileLines, parse, settingsArgs, settingsText, stateDir, waitArg, withBackend } from './shared.js';
 import { help } from './help.js';
+import type { CtlContext } from './io.js';
 
 export const IMPORT_BATCH = 2000;
 export const SHOW_BAD = 20;
 
-export async function cmdImport(argv: string[], globalState: string | undefined): Promise<number> {
+export async function cmdImport(argv: string[], ctx: CtlContext): Promise<number> {
   const { a, pos } = parse('import', argv, { string: SETTINGS_SPEC.string, boolean: ['skip-bad', 'dry-run'], alias: SETTINGS_SPEC.alias });
-  if (a.help) return help('import');
+  if (a.help) return help('import', ctx.io);
   if (pos.length !== 1) throw new Usage('import: needs one greydaemon save file; see qgreyctl import --help');
   const file = pos[0];
   // bad -t/-g/-m are usage errors before any work
-  settingsArgs('import', a, null);
+  settingsArgs('import', a, null, ctx.io);
   // opened before anything else: qgreyctl may become the state directory's owner later
   let fd: number;
   let before: FsStats;
@@ -38,9 +39,9 @@ export async function cmdImport(argv: string[], globalState: string | undefined)
   let running: Settings | null = null;
   let judge: Settings | null = null;
   if (a['dry-run']) {
-    const dir = stateDir(a, globalState);
+    const dir = stateDir(a, ctx.globalState);
     running = await daemonSettings(dir, waitArg('import', a));
-    judge = running ?? settingsArgs('import', a, dir).settings;
+    judge = running ?? settingsArgs('import', a, dir, ctx.io).settings;
   }
 
   // pass 1: read and check every line; nothing is written yet
@@ -57,7 +58,7 @@ export async function cmdImport(argv: string[], globalState: string | undefined)
       if (r === null) continue;
       if ('error' in r) {
         bad++;
-        if (bad <= SHOW_BAD) process.stderr.write(`qgreyctl: ${file}:${lines}: ${r.error}\n`);
+        if (bad <= SHOW_BAD) ctx.io.err(`qgreyctl: ${file}:${lines}: ${r.error}\n`);
         continue;
       }
       records++;
@@ -69,7 +70,7 @@ export async function cmdImport(argv: string[], globalState: string | undefined)
   } catch (e) {
     throw new CtlError(`import: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); nothing imported`, EXIT_PERMANENT);
   }
-  if (bad > SHOW_BAD) process.stderr.write(`qgreyctl: ${file}: ... and ${bad - SHOW_BAD} more unreadable lines\n`);
+  if (bad > SHOW_BAD) ctx.io.err(`qgreyctl: ${file}: ... and ${bad - SHOW_BAD} more unreadable lines\n`);
   if (records === 0 && bad > 0) {
     throw new CtlError(`import: ${file} has no readable record (${bad} unreadable line${bad === 1 ? '' : 's'}); nothing imported; is it a greydaemon save file?`, EXIT_PERMANENT);
   }
@@ -77,14 +78,14 @@ export async function cmdImport(argv: string[], globalState: string | undefined)
     throw new CtlError(`import: ${file} has ${bad} unreadable line${bad === 1 ? '' : 's'} of ${lines}; nothing imported (fix ${bad === 1 ? 'it' : 'them'}, or give --skip-bad to import the ${records} good records)`, EXIT_PERMANENT);
   }
   if (a['dry-run']) {
-    await write(
+    await ctx.io.out(
       `${file}: ${lines} lines, ${records} records, ${bad} unreadable; dead by ${settingsText(judge!)}${running !== null ? " (the running daemon's)" : ''}: ${deadIps} known-good IPs, ${deadTriplets} triplets; nothing written (dry run)\n`,
     );
     return bad > 0 ? EXIT_PERMANENT : EXIT_OK;
   }
 
   // pass 2: the same lines again, in batches
-  return withBackend('import', a, globalState, true, async (b) => {
+  return withBackend('import', a, ctx, true, async (b) => {
     const changed = () => {
       const st = fstatSync(fd);
       return st.size !== before.size || st.mtimeMs !== before.mtimeMs;
@@ -110,7 +111,7 @@ export async function cmdImport(argv: string[], globalState: string | undefined)
     }
     const c = await b.import(batches());
     const via = b.mode === 'daemon' ? ' (through the running daemon, with its settings)' : '';
-    await write(
+    await ctx.io.out(
       `imported ${file}${via}: ${lines} lines, ${c.records} records; ${c.imported} written, ${c.dead} skipped as dead, ${c.kept} kept the stored record` +
         (bad > 0 ? `; ${bad} unreadable lines skipped` : '') +
         '\n',

@@ -1,5 +1,5 @@
-// qgreyctl's dispatch: the options before the command, then the command's module; and the one
-// place its errors become an exit code and a message.
+// qgreyctl's dispatch: the options before the command, then the command's module. Errors are
+// thrown as QgreydErrors; the program's entry (cli/qgreyctl.ts) turns them into an exit code.
 import { cmdQuery } from './query.js';
 import { cmdDump } from './dump.js';
 import { cmdStats } from './stats.js';
@@ -12,10 +12,12 @@ import { cmdReport } from './report.js';
 import { cmdSpfWhitelist } from './spf-whitelist.js';
 import { GLOBAL_USAGE, HELP } from './help.js';
 import { Usage } from './shared.js';
-import { EXIT_OK, EXIT_TEMPORARY, exitFor, version } from '../common.js';
-import { StoreError } from '../../store/leveldb.js';
+import type { CtlContext, CtlIo } from './io.js';
+import { EXIT_OK, EXIT_TEMPORARY, version } from '../common.js';
+import { StoreError } from '../../store/errors.js';
+import { CtlError } from '../../admin/client.js';
 
-const COMMANDS: Record<string, (argv: string[], globalState: string | undefined) => Promise<number>> = {
+const COMMANDS: Record<string, (argv: string[], ctx: CtlContext) => Promise<number>> = {
   query: cmdQuery,
   dump: cmdDump,
   stats: cmdStats,
@@ -28,20 +30,21 @@ const COMMANDS: Record<string, (argv: string[], globalState: string | undefined)
   'spf-whitelist': cmdSpfWhitelist,
 };
 
-/** qgreyctl with these arguments: its exit code, or a thrown error for errorExit. Nothing
- *  here exits the process, so tests run commands in-process. */
-export async function main(argv: string[]): Promise<number> {
+/** qgreyctl with these arguments: its exit code, or a thrown error (a QgreydError) for the
+ *  entry's exitOnError. Nothing here or in a command exits the process or touches its streams but
+ *  through `io`, so tests run commands in their own process. */
+export async function main(argv: string[], io: CtlIo): Promise<number> {
   // options before the command: only --state, --help and --version
   let globalState: string | undefined;
   let i = 0;
   for (; i < argv.length && argv[i].startsWith('-'); i++) {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') {
-      process.stdout.write(GLOBAL_USAGE + '\n');
+      await io.out(GLOBAL_USAGE + '\n');
       return EXIT_OK;
     }
     if (arg === '--version') {
-      process.stdout.write(`qgreyctl ${version()}\n`);
+      await io.out(`qgreyctl ${version()}\n`);
       return EXIT_OK;
     }
     if (arg === '--state') {
@@ -58,18 +61,17 @@ export async function main(argv: string[]): Promise<number> {
   if (cmd === undefined) throw new Usage('no command given; see qgreyctl --help');
   if (cmd === 'help') {
     const which = argv[i + 1];
-    process.stdout.write((which !== undefined && HELP[which] ? HELP[which] : GLOBAL_USAGE) + '\n');
+    await io.out((which !== undefined && HELP[which] ? HELP[which] : GLOBAL_USAGE) + '\n');
     return EXIT_OK;
   }
   const run = COMMANDS[cmd];
   if (run === undefined) throw new Usage(`unknown command ${JSON.stringify(cmd)}; commands: ${Object.keys(COMMANDS).join(', ')}`);
-  return run(argv.slice(i + 1), globalState);
-}
-
-/** The exit code and the stderr line for an error a command threw. */
-export function errorExit(e: unknown): { code: number; message: string } {
-  // met while working on an open store (a corrupt block): the message carries the advice,
-  // and the same command succeeds once the store is repaired
-  if (e instanceof StoreError) return { code: EXIT_TEMPORARY, message: e.message };
-  return exitFor(e);
+  try {
+    return await run(argv.slice(i + 1), { globalState, io });
+  } catch (e) {
+    // met while working on an open store (a corrupt block): the message carries the advice,
+    // and the same command succeeds once the store is repaired
+    if (e instanceof StoreError) throw new CtlError(e.message, EXIT_TEMPORARY, { cause: e });
+    throw e;
+  }
 }

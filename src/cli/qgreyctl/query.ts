@@ -6,8 +6,9 @@ import { decodeReply, encodeRequest, isAccept, replyText, type Verdict } from '.
 import { parseListen, UsageError } from '../args.js';
 
 import { EXIT_NO, EXIT_OK, EXIT_TEMPORARY, last } from '../common.js';
-import { Usage, bounce, parse, requireIp, write } from './shared.js';
+import { Usage, bounce, parse, requireIp } from './shared.js';
 import { help } from './help.js';
+import type { CtlContext } from './io.js';
 
 export const VERDICT_TEXT: Record<Verdict, string> = {
   'whitelisted': 'whitelisted',
@@ -23,9 +24,9 @@ export const VERDICT_TEXT: Record<Verdict, string> = {
   'pending-cap': 'new triplet over the pending cap (not stored)',
 };
 
-export async function cmdQuery(argv: string[]): Promise<number> {
+export async function cmdQuery(argv: string[], ctx: CtlContext): Promise<number> {
   const { a, pos } = parse('query', argv, { string: ['server', 'wait'] });
-  if (a.help) return help('query');
+  if (a.help) return help('query', ctx.io);
   let server: { host: string; port: number };
   try {
     server = parseListen(last(a.server) ?? '');
@@ -69,9 +70,9 @@ export async function cmdQuery(argv: string[]): Promise<number> {
   if (v === null) {
     const hex = [...reply.subarray(0, 2)].map((b) => b.toString(16).padStart(2, '0')).join(':');
     const accept = reply.length > 0 && reply[0] !== 0;
-    await write(`${accept ? 'accept' : 'defer'} ${hex} unknown reply (${reply.length} bytes)\n`);
+    await ctx.io.out(`${accept ? 'accept' : 'defer'} ${hex} unknown reply (${reply.length} bytes)\n`);
     return accept ? EXIT_OK : EXIT_NO;
   }
-  await write(`${isAccept(v) ? 'accept' : 'defer'} ${replyText(v)} ${VERDICT_TEXT[v]}\n`);
+  await ctx.io.out(`${isAccept(v) ? 'accept' : 'defer'} ${replyText(v)} ${VERDICT_TEXT[v]}\n`);
   return isAccept(v) ? EXIT_OK : EXIT_NO;
 }

@@ -4,13 +4,14 @@ import { CtlError } from '../../admin/client.js';
 import { DEFAULT_RETRY, formatReport, ReportBuilder } from '../../report/report.js';
 import { formatHtml } from '../../report/html.js';
 
-import { EXIT_OK, EXIT_PERMANENT, EXIT_TEMPORARY, last } from '../common.js';
-import { Usage, fileLines, parse, write } from './shared.js';
+import { EXIT_OK, EXIT_PERMANENT, EXIT_TEMPORARY, last, streamLines } from '../common.js';
+import { Usage, fileLines, parse } from './shared.js';
 import { help } from './help.js';
+import type { CtlContext } from './io.js';
 
-export async function cmdReport(argv: string[]): Promise<number> {
+export async function cmdReport(argv: string[], ctx: CtlContext): Promise<number> {
   const { a, pos } = parse('report', argv, { string: ['retry', 'top', 'html'], boolean: ['json'] });
-  if (a.help) return help('report');
+  if (a.help) return help('report', ctx.io);
   const retryText = last(a.retry) ?? String(DEFAULT_RETRY);
   const retry = Number(retryText);
   if (retryText.trim() === '' || !Number.isFinite(retry) || retry <= 0) throw new Usage(`report: --retry ${JSON.stringify(retryText)} is not a positive number of seconds; e.g. --retry 86400`);
@@ -34,12 +35,12 @@ export async function cmdReport(argv: string[]): Promise<number> {
   if (sources.length === 0) {
     // nobody types a log in by hand: a report run on a terminal without files is a mistake,
     // and waiting silently for input looks like a hang
-    if (process.stdin.isTTY === true) throw new Usage('report: give the log files (e.g. /var/log/qgreyd/current), or pipe the log in: qgreyctl report < current; see qgreyctl report --help');
+    if (ctx.io.stdinIsTTY) throw new Usage('report: give the log files (e.g. /var/log/qgreyd/current), or pipe the log in: qgreyctl report < current; see qgreyctl report --help');
     sources.push({ name: 'standard input', fd: 0 });
   }
   for (const s of sources) {
     try {
-      const lines = s.fd === 0 ? stdinLines() : fileLines(s.fd);
+      const lines = s.fd === 0 ? streamLines(ctx.io.stdin) : fileLines(s.fd);
       for await (const line of lines) builder.line(line);
     } catch (e) {
       throw new CtlError(`report: cannot read ${s.name} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, EXIT_PERMANENT);
@@ -47,11 +48,11 @@ export async function cmdReport(argv: string[]): Promise<number> {
   }
   const r = builder.finish();
   if (html === '-') {
-    await write(formatHtml(r, top), 'latin1');
+    await ctx.io.out(formatHtml(r, top), 'latin1');
     return EXIT_OK;
   }
   if (html !== undefined) writeReplacing(html, formatHtml(r, top));
-  await write(a.json ? JSON.stringify(r) + '\n' : formatReport(r, top), 'latin1');
+  await ctx.io.out(a.json ? JSON.stringify(r) + '\n' : formatReport(r, top), 'latin1');
   return EXIT_OK;
 }
 
@@ -71,16 +72,4 @@ export function writeReplacing(file: string, text: string): void {
     const temporary = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EIO';
     throw new CtlError(`report: cannot write ${file} (${code}); give --html a file in a writable directory`, temporary ? EXIT_TEMPORARY : EXIT_PERMANENT);
   }
-}
-
-export async function* stdinLines(): AsyncGenerator<string> {
-  process.stdin.setEncoding('latin1');
-  let partial = '';
-  for await (const chunk of process.stdin as AsyncIterable<string>) {
-    partial += chunk;
-    const parts = partial.split('\n');
-    partial = parts.pop()!;
-    yield* parts;
-  }
-  if (partial !== '') yield partial;
 }

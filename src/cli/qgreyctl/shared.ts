@@ -1,6 +1,6 @@
 // What qgreyctl's commands share: flag parsing, the state directory, the settings of a stopped
-// daemon, opening the store (through the daemon or directly), output with flow control.
-import { once } from 'node:events';
+// daemon, opening the store (through the daemon or directly). Output goes through the
+// command's CtlIo (io.ts).
 import { existsSync, statSync } from 'node:fs';
 import type { Stats as FsStats } from 'node:fs';
 import minimist from 'minimist';
@@ -13,35 +13,11 @@ import { DEFAULT_STATE, keepNegativeValues, UsageError } from '../args.js';
 import { defaultOf } from '../settings.js';
 import { readSettings } from '../recorded-settings.js';
 
-import { EXIT_OK, EXIT_PERMANENT, EXIT_TEMPORARY, fail as failAs, last } from '../common.js';
+import { EXIT_PERMANENT, last } from '../common.js';
+import type { CtlContext, CtlIo } from './io.js';
 
 /** Thrown for bad usage; `exit` 100. */
 export class Usage extends UsageError {}
-
-export function fail(message: string, code: number): never {
-  failAs('qgreyctl', message, code);
-}
-
-// ---- output with flow control: a dump of millions of records must not pile up in memory ----
-
-let stdoutBroken = false;
-
-/** Installed by main: importing a command module must not touch the process. */
-export function guardStdout(): void {
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-  // a reader that went away (dump | head) is not our failure
-  if (e.code === 'EPIPE') {
-    stdoutBroken = true;
-    process.exit(EXIT_OK);
-  }
-  fail(`standard output: ${e.message}`, EXIT_TEMPORARY);
-  });
-}
-
-export async function write(text: string, encoding: BufferEncoding = 'utf8'): Promise<void> {
-  if (stdoutBroken) return;
-  if (!process.stdout.write(text, encoding)) await once(process.stdout, 'drain');
-}
 
 // ---- arguments ----
 
@@ -119,9 +95,9 @@ export type SettingsSource = 'flags' | 'recorded' | 'defaults';
 
 /** The direct-mode settings: -t/-g/-m where given, else what qgreyd recorded in the state
  *  directory at its last start, else qgreyd's defaults; which flags were given. */
-export function settingsArgs(cmd: string, a: minimist.ParsedArgs, dir: string | null): { settings: Settings; given: string[]; source: SettingsSource } {
+export function settingsArgs(cmd: string, a: minimist.ParsedArgs, dir: string | null, io: CtlIo): { settings: Settings; given: string[]; source: SettingsSource } {
   const recorded = dir === null ? null : readSettings(dir);
-  if (typeof recorded === 'string') process.stderr.write(`qgreyctl: ${cmd}: warning: ${recorded}; using -t/-g/-m or the defaults\n`);
+  if (typeof recorded === 'string') io.err(`qgreyctl: ${cmd}: warning: ${recorded}; using -t/-g/-m or the defaults\n`);
   const fromFile = recorded !== null && typeof recorded !== 'string';
   const v: Record<string, number> = fromFile ? { t: recorded.timeoutDays, g: recorded.greyHours, m: recorded.minResendMinutes } : { t: defaultOf('timeout'), g: defaultOf('grey-window'), m: defaultOf('min-resend') };
   const given: string[] = [];
@@ -143,8 +119,8 @@ export function settingsArgs(cmd: string, a: minimist.ParsedArgs, dir: string | 
 }
 
 /** --store URL (or QGREYD_STORE): the Redis of a qgreyd run with --store, for when it is stopped. */
-function storeArg(a: minimist.ParsedArgs): RedisTarget | null {
-  const text = last(a.store) ?? process.env.QGREYD_STORE ?? '';
+function storeArg(a: minimist.ParsedArgs, env: CtlIo['env']): RedisTarget | null {
+  const text = last(a.store) ?? env.QGREYD_STORE ?? '';
   if (text === '') return null;
   try {
     return parseStoreUrl(text);
@@ -165,29 +141,27 @@ export function waitArg(cmd: string, a: minimist.ParsedArgs): number {
   return n * 1000;
 }
 
-/** what withBackend chose, for stats to say */
-export let settingsSource: SettingsSource = 'defaults';
-
 export function settingsText(s: Settings): string {
   return `timeout ${s.timeout / 86400}d, grey-window ${s.greyWindow / 3600}h, min-resend ${s.minResend / 60}m`;
 }
 
+/** Opens the store (through the running daemon, else directly) for fn, and closes it after;
+ *  fn learns where the direct-mode settings came from (stats says it). */
 export async function withBackend<T>(
   cmd: string,
   a: minimist.ParsedArgs,
-  globalState: string | undefined,
+  ctx: CtlContext,
   create: boolean,
-  fn: (b: Backend) => Promise<T>,
+  fn: (b: Backend, source: SettingsSource) => Promise<T>,
 ): Promise<T> {
-  const dir = stateDir(a, globalState);
-  const { settings, given, source } = settingsArgs(cmd, a, dir);
-  settingsSource = source;
-  const backend = await openBackend({ stateDir: dir, settings, create, waitMs: waitArg(cmd, a), store: storeArg(a) });
+  const dir = stateDir(a, ctx.globalState);
+  const { settings, given, source } = settingsArgs(cmd, a, dir, ctx.io);
+  const backend = await openBackend({ stateDir: dir, settings, create, waitMs: waitArg(cmd, a), store: storeArg(a, ctx.io.env), mayChangeUser: ctx.io.mayChangeUser });
   if (backend.mode === 'daemon' && given.length > 0) {
-    process.stderr.write(`qgreyctl: ${cmd}: the daemon is running, so its own settings apply (${settingsText(backend.settings)}); ${given.join(' ')} ignored\n`);
+    ctx.io.err(`qgreyctl: ${cmd}: the daemon is running, so its own settings apply (${settingsText(backend.settings)}); ${given.join(' ')} ignored\n`);
   }
   try {
-    return await fn(backend);
+    return await fn(backend, source);
   } finally {
     await backend.close();
   }

@@ -7,6 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import minimist from 'minimist';
 import { CtlError } from '../../admin/client.js';
 import { keepNegativeValues } from '../args.js';
+import type { CtlContext } from './io.js';
 import { DEFAULT_MAX_LOOKUPS, formatWhitelist, isDomainName, nodeDns, parseDomainList, SpfError, walkSpf, type SpfResult } from '../../spf.js';
 
 export const SPF_WHITELIST_HELP = `usage: qgreyctl spf-whitelist [-o FILE] [--resolver IP[:PORT]]... [--wait S] [--max-lookups N]
@@ -50,7 +51,8 @@ function positive(flag: string, text: string, whole: boolean): number {
   return n;
 }
 
-export async function cmdSpfWhitelist(argv: string[]): Promise<number> {
+export async function cmdSpfWhitelist(argv: string[], ctx: CtlContext): Promise<number> {
+  const { io } = ctx;
   const unknown: string[] = [];
   if (argv.some((x) => /^--timeout(=|$)/.test(x))) usage('--timeout is not an option here (elsewhere it means the daemon\'s -t, in days); give --wait SECONDS for the DNS wait');
   const valueFlags = ['o', 'f', 'resolver', 'wait', 'max-lookups', 'state'];
@@ -67,7 +69,7 @@ export async function cmdSpfWhitelist(argv: string[]): Promise<number> {
     },
   });
   if (a.help) {
-    process.stdout.write(SPF_WHITELIST_HELP + '\n');
+    await io.out(SPF_WHITELIST_HELP + '\n');
     return 0;
   }
   if (unknown.length > 0) usage(`unknown option ${unknown[0]}`);
@@ -114,10 +116,10 @@ export async function cmdSpfWhitelist(argv: string[]): Promise<number> {
     }
   }
   const quiet = a.q === true;
-  if (!quiet) for (const r of results) for (const n of r.notes) process.stderr.write(`qgreyctl: spf-whitelist: ${r.domain}: note: ${n}\n`);
+  if (!quiet) for (const r of results) for (const n of r.notes) io.err(`qgreyctl: spf-whitelist: ${r.domain}: note: ${n}\n`);
   const where = output === undefined ? 'nothing written' : `${output} left as it was`;
   const temporary = failures.filter((f) => f.temporary);
-  for (const f of failures) process.stderr.write(`qgreyctl: spf-whitelist: ${f.domain}: ${f.message}\n`);
+  for (const f of failures) io.err(`qgreyctl: spf-whitelist: ${f.domain}: ${f.message}\n`);
   if (temporary.length > 0) {
     throw new CtlError(`spf-whitelist: DNS failed for ${temporary.map((f) => f.domain).join(', ')}; ${where}; try again later`, 111);
   }
@@ -131,13 +133,13 @@ export async function cmdSpfWhitelist(argv: string[]): Promise<number> {
   if (ranges === 0) throw new CtlError(`spf-whitelist: the SPF records give no address ranges; ${where}`, 100);
   const text = formatWhitelist(results, new Date(), failures.map((f) => `${f.domain}: ${f.message}`));
   if (output === undefined) {
-    process.stdout.write(text);
+    await io.out(text);
   } else {
     replaceFile(output, text);
   }
   const from = `${results.length} domain${results.length === 1 ? '' : 's'}`;
   const left = failures.length > 0 ? `; left out ${failures.map((f) => f.domain).join(', ')}` : '';
-  if (!quiet) process.stderr.write(`qgreyctl: spf-whitelist: ${output === undefined ? 'wrote' : `wrote ${output}:`} ${ranges} ranges from ${from}${left}\n`);
+  if (!quiet) io.err(`qgreyctl: spf-whitelist: ${output === undefined ? 'wrote' : `wrote ${output}:`} ${ranges} ranges from ${from}${left}\n`);
   return 0;
 }
 

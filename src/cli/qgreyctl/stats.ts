@@ -6,32 +6,33 @@ import { escapeField } from '../../log/log.js';
 import { settingsPath } from '../recorded-settings.js';
 
 import { EXIT_OK } from '../common.js';
-import { SETTINGS_SPEC, Usage, age, iso, parse, settingsSource, settingsText, withBackend, write } from './shared.js';
+import { type SettingsSource, SETTINGS_SPEC, Usage, age, iso, parse, settingsText, withBackend } from './shared.js';
 import { help } from './help.js';
+import type { CtlContext } from './io.js';
 
-export async function cmdStats(argv: string[], globalState: string | undefined): Promise<number> {
+export async function cmdStats(argv: string[], ctx: CtlContext): Promise<number> {
   const { a, pos } = parse('stats', argv, { string: SETTINGS_SPEC.string, boolean: ['json'], alias: SETTINGS_SPEC.alias });
-  if (a.help) return help('stats');
+  if (a.help) return help('stats', ctx.io);
   if (pos.length > 0) throw new Usage(`stats: unexpected argument ${JSON.stringify(pos[0])}`);
-  return withBackend('stats', a, globalState, false, async (b) => {
+  return withBackend('stats', a, ctx, false, async (b, source) => {
     const s = await b.stats();
     if (a.json) {
-      await write(JSON.stringify({ state: b.stateDir, mode: b.mode, ...s }) + '\n');
+      await ctx.io.out(JSON.stringify({ state: b.stateDir, mode: b.mode, ...s }) + '\n');
       return EXIT_OK;
     }
-    await write(statsText(s, b));
+    await ctx.io.out(statsText(s, b, source));
     return EXIT_OK;
   });
 }
 
-export function statsText(s: Stats, b: Backend): string {
+export function statsText(s: Stats, b: Backend, source: SettingsSource): string {
   const how = b.mode === 'daemon' ? 'daemon running, asked through its admin socket' : 'daemon not running, store opened directly';
   const whose =
     b.mode === 'daemon'
       ? "the daemon's"
-      : settingsSource === 'flags'
+      : source === 'flags'
         ? 'from -t/-g/-m'
-        : settingsSource === 'recorded'
+        : source === 'recorded'
           ? `recorded by qgreyd at its last start, ${settingsPath(b.stateDir)}`
           : "qgreyd's defaults: no settings recorded in the state directory";
   const kind = (name: string, k: Stats['ips']) =>
@@ -95,4 +96,3 @@ export function futureText(s: Stats): string {
   return `future-dated    ${f.count} (dated ahead of now: the clock was set back, or an import came from a clock ahead; they count as now, and the next sweep sets them to now); furthest ${iso(f.furthest)} (${age(f.furthest - s.now)} ahead)`;
 }
 
-/** Lines of a file as latin1 text (addresses are bytes), split on \n only, from an open fd. */
