@@ -438,15 +438,16 @@ export class Store implements GreylistStore {
   }
 
   /** Saves the index as it is now, in the background, so that a start after a crash loads it
-   *  and replays only the logs written since. The copy and the switch to a new log happen in
-   *  one turn: every commit before is in the older logs, every commit after in the newer. */
+   *  and replays only the logs written since. The image is taken and the log switched in one
+   *  turn: every commit before is in the older logs, every commit after in the newer. */
   saveLiveSnapshot(): Promise<void> {
     if (this.snapshotting !== null || this.closed) return this.snapshotting ?? Promise.resolve();
-    const copy = this.index.copy();
-    if (copy === null) return Promise.resolve();
+    const image = this.index.beginImage();
+    if (image === null) return Promise.resolve();
     try {
       this.rotate();
     } catch {
+      this.index.endImage(image);
       return Promise.resolve();
     }
     const seq = this.wal.seq;
@@ -456,7 +457,7 @@ export class Store implements GreylistStore {
     this.logBytesAtSnapshot = this.logBytes;
     this.commitsAtSnapshot = this.commits;
     const path = join(this.dir, LIVE_SNAPSHOT_FILE);
-    this.snapshotting = RecordIndex.saveCopy(path + '.tmp', liveSnapshotStamp(seq), copy)
+    this.snapshotting = this.index.saveImage(image, path + '.tmp', liveSnapshotStamp(seq))
       .then(
         () => {
           if (this.closed) return;
