@@ -17,7 +17,7 @@
 // is refused with the repair advice, since LevelDB would otherwise write a new empty database
 // over it and delete its table files.
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Level } from 'level';
 import { StoreError } from './errors.js';
@@ -42,7 +42,15 @@ export interface StoreOptions {
   onHealth?: (event: StoreHealth) => void;
   /** the name the pid file gives to other openers (default: this program's file name) */
   program?: string;
+  /** told as each part of opening ends (qgreyd -d logs the start-up's timing) */
+  onPhase?: (phase: OpenPhase) => void;
 }
+
+/** The parts of opening: the lock and the directory's checks; LevelDB's open (its own log
+ *  replayed, the format record read); the index read from a snapshot while LevelDB opens (a
+ *  clean stop left one), or after it: our logs replayed into LevelDB, then the index from a
+ *  snapshot or a walk of LevelDB. */
+export type OpenPhase = 'lock' | 'snapshot-read' | 'leveldb-open' | 'log-replay' | 'index';
 
 export type { StoreHealth } from './types.js';
 
@@ -148,7 +156,24 @@ export class Store implements GreylistStore {
       const fresh = inspectDir(path);
       // taken before LevelDB opens (opening may rewrite its files)
       const stamp = fresh ? null : fingerprint(path);
-      return await Store.start(await openDb(path, fresh), path, opts, lock, stamp);
+      opts.onPhase?.('lock');
+      const opening = openDb(path, fresh).then((db) => {
+        opts.onPhase?.('leveldb-open');
+        return db;
+      });
+      opening.catch(() => undefined); // (awaited below; a failure before that must not be unhandled)
+      if (stamp === null || walFiles(path).length > 0) return await Store.start(await opening, path, opts, lock, stamp);
+      // after a clean stop (no log of ours left): the snapshot is read while LevelDB opens on
+      // its own threads; it is the index only if LevelDB's files are still the ones it was
+      // saved beside, which the stamp taken above says
+      let index: RecordIndex | null;
+      try {
+        index = RecordIndex.load(join(path, SNAPSHOT_FILE), stamp);
+      } catch {
+        index = null;
+      }
+      opts.onPhase?.('snapshot-read');
+      return await Store.start(await opening, path, opts, lock, stamp, index);
     } catch (e) {
       lock.release();
       throw e;
@@ -157,15 +182,17 @@ export class Store implements GreylistStore {
 
   /** What every open does once LevelDB is open: the log's records into LevelDB, the index
    *  from its snapshot (or, after a crash, from LevelDB), a new log. */
-  private static async start(db: Db, path: string, opts: StoreOptions, lock: StoreLock, stamp: Buffer | null): Promise<Store> {
+  private static async start(db: Db, path: string, opts: StoreOptions, lock: StoreLock, stamp: Buffer | null, preloaded?: RecordIndex | null): Promise<Store> {
+    // preloaded: the clean snapshot, read while LevelDB opened (null: it was refused)
     try {
       const replayed = await replayWal(db, path);
+      if (replayed.logs.length > 0) opts.onPhase?.('log-replay');
       const snapshot = join(path, SNAPSHOT_FILE);
       const live = join(path, LIVE_SNAPSHOT_FILE);
       // a snapshot is the index only of the LevelDB files it was saved beside (their names,
       // sizes and times: any other writer changes them), and a log replayed since means
       // LevelDB has changed after it
-      let index = stamp !== null && !replayed.changed ? RecordIndex.load(snapshot, stamp) : null;
+      let index = preloaded !== undefined ? preloaded : stamp !== null && !replayed.changed ? RecordIndex.load(snapshot, stamp) : null;
       let source: IndexSource = index !== null ? 'snapshot' : 'walk';
       if (index === null) {
         // after a crash: the snapshot saved while running, plus every log written since it
@@ -186,15 +213,23 @@ export class Store implements GreylistStore {
           }
         }
       }
-      // from here on no snapshot may be trusted again until one is saved anew
-      removeFile(snapshot);
+      // from here on no snapshot may be trusted again until one is saved anew, except the
+      // clean one just loaded as a live snapshot: it is the index now, before the next log
       removeFile(live);
+      const kept = source === 'snapshot' && toLiveSnapshot(snapshot, live, replayed.nextSeq);
+      if (!kept) removeFile(snapshot);
       index ??= await buildIndex(db);
+      opts.onPhase?.('index');
       // LevelDB holds the logs now (written with sync)
       for (const l of replayed.logs) removeFile(l.path);
       const wal = new WalWriter(join(path, walName(replayed.nextSeq)), replayed.nextSeq, opts.sync ?? false);
       const store = new Store(db, path, opts, lock, index, wal);
       store.indexSource = source;
+      if (kept) {
+        // the logs from the new one on are the live snapshot's; no other is due for a while
+        store.keepFrom = replayed.nextSeq;
+        store.lastSnapshot = Date.now();
+      }
       return store;
     } catch (e) {
       await db.close().catch(() => undefined);
@@ -882,6 +917,24 @@ async function replayWal(db: Db, dir: string): Promise<{ changed: boolean; nextS
     }
   }
   return { changed, nextSeq: files.length === 0 ? 1 : files[files.length - 1].seq + 1, logs };
+}
+
+/** Makes the clean snapshot just loaded the live one, which the logs from `seq` on complete:
+ *  its stamp rewritten, then renamed (so the first minutes after a start need no snapshot of
+ *  their own). False when that fails: the caller removes it. */
+function toLiveSnapshot(snapshot: string, live: string, seq: number): boolean {
+  try {
+    const fd = openSync(snapshot, 'r+');
+    try {
+      if (writeSync(fd, liveSnapshotStamp(seq), 0, 16, 16) !== 16) return false;
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(snapshot, live);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A live snapshot's stamp: "LIVESNAP", then the first log sequence it does not hold. */

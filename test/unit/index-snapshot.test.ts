@@ -2,14 +2,15 @@
 // was when the image was taken (not a mix), and a damaged snapshot file is refused, so that
 // the store walks LevelDB instead.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { RecordIndex } from '../../src/store/index.js';
 import { ipKey, tripletDbKey } from '../../src/store/keys.js';
-import { SNAPSHOT_FILE, Store } from '../../src/store/leveldb.js';
+import { LIVE_SNAPSHOT_FILE, SNAPSHOT_FILE, Store } from '../../src/store/leveldb.js';
 import { Prng } from '../prng.js';
-import { removeDir, tempDir } from '../helpers.js';
+import { removeDir, ROOT, tempDir } from '../helpers.js';
 
 const STAMP = Buffer.from('0123456789abcdef');
 const key = (n: number) => (n % 7 === 0 ? 'I ' : 'G ') + String(n);
@@ -173,6 +174,40 @@ describe('a snapshot file that does not match its header', () => {
         assert.ok(!readdirSync(state).includes(SNAPSHOT_FILE));
       } finally {
         await again.close();
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+});
+
+describe('the clean snapshot, once loaded', () => {
+  it('becomes the live snapshot: a crash after the start loads it and replays the logs since', async () => {
+    const dir = tempDir();
+    const state = join(dir, 'state');
+    try {
+      const s0 = await Store.open(state);
+      await s0.write([[ipKey('192.0.2.1'), 5], [tripletDbKey('192.0.2.1 a@x b@y'), 6], [tripletDbKey('192.0.2.1 gone@x b@y'), 7]]);
+      await s0.close();
+      // a start from the clean snapshot, a commit and a delete, then SIGKILL before any feed
+      const script = `
+        const { Store } = await import(${JSON.stringify(join(ROOT, 'dist', 'src', 'store', 'leveldb.js'))});
+        const s = await Store.open(process.argv[1]);
+        if (s.indexSource !== 'snapshot') process.exit(3);
+        s.commitSync([{ expect: [], changes: [['G 192.0.2.1 new@x b@y', 8], ['G 192.0.2.1 gone@x b@y', null]] }]);
+        process.kill(process.pid, 'SIGKILL');`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, state], { encoding: 'utf8' });
+      assert.equal(r.signal, 'SIGKILL', r.stderr + String(r.status));
+      const files = readdirSync(state);
+      assert.ok(files.includes(LIVE_SNAPSHOT_FILE) && !files.includes(SNAPSHOT_FILE), files.join(' '));
+      const s = await Store.open(state);
+      try {
+        assert.equal(s.indexSource, 'live-snapshot');
+        assert.equal(s.memoryRecords, 3);
+        const keys = [ipKey('192.0.2.1'), tripletDbKey('192.0.2.1 a@x b@y'), tripletDbKey('192.0.2.1 gone@x b@y'), tripletDbKey('192.0.2.1 new@x b@y')];
+        assert.deepEqual(await s.get(keys), [5, 6, undefined, 8]);
+      } finally {
+        await s.close();
       }
     } finally {
       removeDir(dir);
