@@ -46,11 +46,11 @@ export interface StoreOptions {
   onPhase?: (phase: OpenPhase) => void;
 }
 
-/** The parts of opening: the lock and the directory's checks; LevelDB's open (its own log
- *  replayed, the format record read); the index read from a snapshot while LevelDB opens (a
- *  clean stop left one), or after it: our logs replayed into LevelDB, then the index from a
- *  snapshot or a walk of LevelDB. */
-export type OpenPhase = 'lock' | 'snapshot-read' | 'leveldb-open' | 'log-replay' | 'index';
+/** The parts of opening, in the order they usually end: the lock and the directory's checks;
+ *  while LevelDB opens on its own threads, our logs read (after a crash) and the index read
+ *  from a snapshot; LevelDB's open (its own log replayed, the format record read); the index
+ *  ready (walked from LevelDB when there was no snapshot). */
+export type OpenPhase = 'lock' | 'log-read' | 'snapshot-read' | 'leveldb-open' | 'index';
 
 export type { StoreHealth } from './types.js';
 
@@ -157,84 +157,100 @@ export class Store implements GreylistStore {
       // taken before LevelDB opens (opening may rewrite its files)
       const stamp = fresh ? null : fingerprint(path);
       opts.onPhase?.('lock');
-      const opening = openDb(path, fresh).then((db) => {
-        opts.onPhase?.('leveldb-open');
-        return db;
-      });
-      opening.catch(() => undefined); // (awaited below; a failure before that must not be unhandled)
-      if (stamp === null || walFiles(path).length > 0) return await Store.start(await opening, path, opts, lock, stamp);
-      // after a clean stop (no log of ours left): the snapshot is read while LevelDB opens on
-      // its own threads; it is the index only if LevelDB's files are still the ones it was
-      // saved beside, which the stamp taken above says
-      let index: RecordIndex | null;
-      try {
-        index = RecordIndex.load(join(path, SNAPSHOT_FILE), stamp);
-      } catch {
-        index = null;
-      }
-      opts.onPhase?.('snapshot-read');
-      return await Store.start(await opening, path, opts, lock, stamp, index);
+      return await Store.start(openDb(path, fresh), path, opts, lock, stamp);
     } catch (e) {
       lock.release();
       throw e;
     }
   }
 
-  /** What every open does once LevelDB is open: the log's records into LevelDB, the index
-   *  from its snapshot (or, after a crash, from LevelDB), a new log. */
-  private static async start(db: Db, path: string, opts: StoreOptions, lock: StoreLock, stamp: Buffer | null, preloaded?: RecordIndex | null): Promise<Store> {
-    // preloaded: the clean snapshot, read while LevelDB opened (null: it was refused)
+  /** What every open does while LevelDB opens on its own threads: our logs read, the index
+   *  read from a snapshot (the clean one, or after a crash the live one plus the logs since);
+   *  then, once LevelDB is open, the index walked from it when there was no snapshot, and a
+   *  new log. The logs' changes go to LevelDB through the background feed, as if just
+   *  committed: a log is deleted only once LevelDB holds it, and every reader of LevelDB
+   *  (scan, compact) waits for the feed first. */
+  private static async start(opening: Promise<Db>, path: string, opts: StoreOptions, lock: StoreLock, stamp: Buffer | null): Promise<Store> {
+    const dbOpen = opening.then((db) => {
+      opts.onPhase?.('leveldb-open');
+      return db;
+    });
+    dbOpen.catch(() => undefined); // (awaited below; a failure before that must not be unhandled)
+    let index: RecordIndex | null = null;
+    let source: IndexSource = 'walk';
+    let logs: WalContents[];
+    let nextSeq: number;
+    const snapshot = join(path, SNAPSHOT_FILE);
+    const live = join(path, LIVE_SNAPSHOT_FILE);
     try {
-      const replayed = await replayWal(db, path);
-      if (replayed.logs.length > 0) opts.onPhase?.('log-replay');
-      const snapshot = join(path, SNAPSHOT_FILE);
-      const live = join(path, LIVE_SNAPSHOT_FILE);
+      ({ logs, nextSeq } = readLogs(path));
+      if (logs.length > 0) opts.onPhase?.('log-read');
+      const changed = logs.some((l) => l.changes.length > 0);
       // a snapshot is the index only of the LevelDB files it was saved beside (their names,
-      // sizes and times: any other writer changes them), and a log replayed since means
-      // LevelDB has changed after it
-      let index = preloaded !== undefined ? preloaded : stamp !== null && !replayed.changed ? RecordIndex.load(snapshot, stamp) : null;
-      let source: IndexSource = index !== null ? 'snapshot' : 'walk';
+      // sizes and times: any other writer changes them), and a log with changes means a
+      // crash after it
+      if (stamp !== null && !changed) {
+        index = RecordIndex.load(snapshot, stamp);
+        if (index !== null) source = 'snapshot';
+      }
       if (index === null) {
         // after a crash: the snapshot saved while running, plus every log written since it
         // (those are kept until the next one is saved)
         const liveStamp = RecordIndex.stampOf(live);
         const from = liveStamp === null ? null : liveSnapshotSeq(liveStamp);
-        if (liveStamp !== null && from !== null && logsFrom(replayed.logs, from)) {
+        if (liveStamp !== null && from !== null && logsFrom(logs, from)) {
           index = RecordIndex.load(live, liveStamp);
           if (index !== null) {
             source = 'live-snapshot';
-            for (const l of replayed.logs) {
-              if (l.seq < from) continue;
-              for (const [key, time] of l.changes) {
-                if (time === null) index.delete(key);
-                else index.set(key, time);
-              }
-            }
+            for (const l of logs) if (l.seq >= from) applyTo(index, l.changes);
           }
         }
       }
+      if (index !== null) opts.onPhase?.('snapshot-read');
+    } catch (e) {
+      await dbOpen.then((db) => db.close()).catch(() => undefined);
+      throw e instanceof StoreError ? e : openError(e, path);
+    }
+    const db = await dbOpen;
+    try {
       // from here on no snapshot may be trusted again until one is saved anew, except the
-      // clean one just loaded as a live snapshot: it is the index now, before the next log
+      // clean one just loaded, kept as the live one: it is the index now, before the next log
       removeFile(live);
-      const kept = source === 'snapshot' && toLiveSnapshot(snapshot, live, replayed.nextSeq);
+      const kept = source === 'snapshot' && toLiveSnapshot(snapshot, live, nextSeq);
       if (!kept) removeFile(snapshot);
-      index ??= await buildIndex(db);
+      if (index === null) {
+        // LevelDB holds what was fed of the logs, in order; the logs over it give the rest
+        index = await buildIndex(db);
+        for (const l of logs) applyTo(index, l.changes);
+      }
       opts.onPhase?.('index');
-      // LevelDB holds the logs now (written with sync)
-      for (const l of replayed.logs) removeFile(l.path);
-      const wal = new WalWriter(join(path, walName(replayed.nextSeq)), replayed.nextSeq, opts.sync ?? false);
+      const wal = new WalWriter(join(path, walName(nextSeq)), nextSeq, opts.sync ?? false);
       const store = new Store(db, path, opts, lock, index, wal);
       store.indexSource = source;
       if (kept) {
         // the logs from the new one on are the live snapshot's; no other is due for a while
-        store.keepFrom = replayed.nextSeq;
+        store.keepFrom = nextSeq;
         store.lastSnapshot = Date.now();
       }
+      store.adoptLogs(logs);
       return store;
     } catch (e) {
       await db.close().catch(() => undefined);
       throw e instanceof StoreError ? e : openError(e, path);
     }
+  }
+
+  /** The changes of the logs a crash left, for the feed to write to LevelDB like fresh
+   *  commits; the logs are deleted after it has (below the current log, as any other). */
+  private adoptLogs(logs: readonly WalContents[]): void {
+    for (const l of logs) {
+      if (l.changes.length === 0) continue;
+      this.pending.push(l.changes);
+      this.pendingCount += l.changes.length;
+      this.commits++;
+    }
+    if (this.pendingCount > 0) this.feedTimer = setTimeout(this.runFeed, 0).unref();
+    else for (const l of logs) removeFile(l.path);
   }
 
   /** Rebuilds a damaged store with LevelDB's RepairDB (it salvages every readable record from
@@ -263,7 +279,7 @@ export class Store implements GreylistStore {
       throw e;
     }
     try {
-      return await Store.start(await openDb(path, false), path, opts, lock, null);
+      return await Store.start(openDb(path, false), path, opts, lock, null);
     } catch (e) {
       lock.release();
       const message = e instanceof StoreError ? e.message : String(e);
@@ -898,25 +914,24 @@ function openError(e: unknown, path: string): StoreError {
   return new StoreError('QGREYD_STORE_IO', `state directory ${path}: cannot open the store (${detail})`, true);
 }
 
-/** Replays every log file into LevelDB (synchronously written); the caller removes them. */
-async function replayWal(db: Db, dir: string): Promise<{ changed: boolean; nextSeq: number; logs: Array<{ seq: number; path: string; changes: Change[] }> }> {
+interface WalContents {
+  seq: number;
+  path: string;
+  changes: Change[];
+}
+
+/** Every log file's changes, oldest first, and the sequence of the next log. */
+function readLogs(dir: string): { logs: WalContents[]; nextSeq: number } {
   const files = walFiles(dir);
-  let changed = false;
-  const logs: Array<{ seq: number; path: string; changes: Change[] }> = [];
-  for (const f of files) {
-    const { changes } = readWal(f.path);
-    logs.push({ seq: f.seq, path: f.path, changes });
-    for (let i = 0; i < changes.length; i += FEED_BATCH) {
-      const batch = db.batch();
-      for (const [key, time] of changes.slice(i, i + FEED_BATCH)) {
-        if (time === null) batch.del(key);
-        else batch.put(key, encodeTime(time));
-      }
-      await batch.write({ sync: true });
-      changed = true;
-    }
+  const logs = files.map((f) => ({ seq: f.seq, path: f.path, changes: readWal(f.path).changes }));
+  return { logs, nextSeq: files.length === 0 ? 1 : files[files.length - 1].seq + 1 };
+}
+
+function applyTo(index: RecordIndex, changes: readonly Change[]): void {
+  for (const [key, time] of changes) {
+    if (time === null) index.delete(key);
+    else index.set(key, time);
   }
-  return { changed, nextSeq: files.length === 0 ? 1 : files[files.length - 1].seq + 1, logs };
 }
 
 /** Makes the clean snapshot just loaded the live one, which the logs from `seq` on complete:

@@ -200,12 +200,18 @@ describe('the clean snapshot, once loaded', () => {
       assert.equal(r.signal, 'SIGKILL', r.stderr + String(r.status));
       const files = readdirSync(state);
       assert.ok(files.includes(LIVE_SNAPSHOT_FILE) && !files.includes(SNAPSHOT_FILE), files.join(' '));
+      const crashedLog = files.find((f) => f.startsWith('wal-'))!;
       const s = await Store.open(state);
       try {
         assert.equal(s.indexSource, 'live-snapshot');
         assert.equal(s.memoryRecords, 3);
         const keys = [ipKey('192.0.2.1'), tripletDbKey('192.0.2.1 a@x b@y'), tripletDbKey('192.0.2.1 gone@x b@y'), tripletDbKey('192.0.2.1 new@x b@y')];
         assert.deepEqual(await s.get(keys), [5, 6, undefined, 8]);
+        // the crashed log goes to LevelDB through the feed, which a scan waits for; then it goes
+        const scanned: string[] = [];
+        for await (const chunk of s.scan('G ')) for (const r of chunk) scanned.push(`${r.key}=${r.time}`);
+        assert.deepEqual(scanned, ['G 192.0.2.1 a@x b@y=6', 'G 192.0.2.1 new@x b@y=8']);
+        assert.ok(!readdirSync(state).includes(crashedLog), 'the crashed log is deleted once LevelDB holds it');
       } finally {
         await s.close();
       }
