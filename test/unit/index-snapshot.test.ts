@@ -207,11 +207,15 @@ describe('the clean snapshot, once loaded', () => {
         assert.equal(s.memoryRecords, 3);
         const keys = [ipKey('192.0.2.1'), tripletDbKey('192.0.2.1 a@x b@y'), tripletDbKey('192.0.2.1 gone@x b@y'), tripletDbKey('192.0.2.1 new@x b@y')];
         assert.deepEqual(await s.get(keys), [5, 6, undefined, 8]);
-        // the crashed log goes to LevelDB through the feed, which a scan waits for; then it goes
+        // the crashed log goes to LevelDB through the feed, which a scan waits for
         const scanned: string[] = [];
         for await (const chunk of s.scan('G ')) for (const r of chunk) scanned.push(`${r.key}=${r.time}`);
         assert.deepEqual(scanned, ['G 192.0.2.1 a@x b@y=6', 'G 192.0.2.1 new@x b@y=8']);
-        assert.ok(!readdirSync(state).includes(crashedLog), 'the crashed log is deleted once LevelDB holds it');
+        assert.ok(readdirSync(state).includes(LIVE_SNAPSHOT_FILE) && readdirSync(state).includes(crashedLog), 'kept while the live snapshot just loaded needs it');
+        await s.saveLiveSnapshot(); // (the first feed started one: this waits for it)
+        await s.write([[ipKey('192.0.2.9'), 9]]);
+        await s.flush();
+        assert.ok(!readdirSync(state).includes(crashedLog), 'deleted once LevelDB and a newer live snapshot hold it');
       } finally {
         await s.close();
       }
