@@ -2,13 +2,17 @@
 //
 //   node dist/bench/run.js [--duration 10] [--clients 32] [--seed 1] [--new 0.4] [--retry 0.3]
 //        [--hot 0.3] [--stored 0] [--big] [--count 1000000] [--no-sweep] [--node-loadgen] [--keep]
+//        [--startups 3] [--big-dir DIR]
 //        [--rounds 1] [--compare OTHER/qgreyd.js] [--perl PATH [--perl-port 1999] [--perl-args '-m 0.05 -w {whitelist} 127.0.0.1 {save}']]
 //
 // Standard set: the bare dgram baseline and qgreyd on an empty store, both driven by the same
 // load generator in the same run, so the ratio means something on a shared, noisy machine.
-// --big: fill COUNT live triplets; start-up time to the first reply; throughput and peak RSS
-// with them stored; then (unless --no-sweep) COUNT dead triplets and the expiry sweep's effect
-// on latency.
+// --big: fill COUNT live triplets; start-up time to the first reply (--startups times after a
+// clean stop and after SIGKILL under load: median and range, with the daemon's -d start-up
+// timing); throughput and peak RSS (and its anonymous and file-backed parts) with them stored;
+// then (unless --no-sweep) COUNT dead triplets and the expiry sweep's effect on latency.
+// --big-dir DIR: the filled store is DIR, kept; filled only when DIR does not exist yet, so a
+// second run on the same COUNT skips the fill.
 // --rounds N: the standard set N times, alternating, with the median and range of each ratio.
 // --compare FILE: another build's dist/src/cli/qgreyd.js in each round (qgreyd/compared).
 // --perl PATH: greydaemon itself (run with perl) in each round, on --perl-port, with
@@ -103,11 +107,35 @@ function freePort(): Promise<number> {
   });
 }
 
-function peakRss(pid: number): { hwmMb: number; rssMb: number } {
+function peakRss(pid: number): { hwmMb: number; rssMb: number; anonMb: number; fileMb: number } {
   const st = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? NaN);
-  return { hwmMb: kb('VmHWM') / 1024, rssMb: kb('VmRSS') / 1024 };
+  return { hwmMb: kb('VmHWM') / 1024, rssMb: kb('VmRSS') / 1024, anonMb: kb('RssAnon') / 1024, fileMb: kb('RssFile') / 1024 };
 }
+
+/** Samples the daemon's memory every 100 ms: the largest RSS seen and its parts then (anonymous:
+ *  the index, V8, LevelDB's caches; file-backed: LevelDB's memory-mapped tables, the program). */
+function sampleRss(pid: number): () => { rssMb: number; anonMb: number; fileMb: number } {
+  let peak = { rssMb: 0, anonMb: 0, fileMb: 0 };
+  const take = () => {
+    try {
+      const m = peakRss(pid);
+      if (m.rssMb > peak.rssMb) peak = { rssMb: m.rssMb, anonMb: m.anonMb, fileMb: m.fileMb };
+    } catch {
+      // exited
+    }
+  };
+  take();
+  const t = setInterval(take, 100);
+  return () => {
+    take();
+    clearInterval(t);
+    return peak;
+  };
+}
+
+const median = (v: number[]) => [...v].sort((x, y) => x - y)[Math.floor(v.length / 2)];
+const range = (v: number[]) => `${Math.min(...v)}-${Math.max(...v)}`;
 
 interface Running {
   proc: ChildProcess;
@@ -199,15 +227,25 @@ const notes: string[] = [];
 
 async function qgreydRun(name: string, stateDir: string, extra: string[] = [], loadExtra: string[] = [], program = QGREYD): Promise<Row> {
   const d = await startQgreyd(stateDir, extra, args.profile ? join(work, 'profile') : undefined, program);
+  const sampled = sampleRss(d.proc.pid!);
   const first = await firstReply(d);
   if (first === null) throw new Error(`qgreyd did not answer; log in ${d.logFile}`);
   let hwm = 0;
   const r = await runLoad(d.port, loadExtra);
   hwm = peakRss(d.proc.pid!).hwmMb;
+  const peak = sampled();
   await d.stop();
-  const row: Row = { name, r, rss: hwm };
+  const row: Row = { name, r, rss: hwm, note: `peak RSS ${peak.rssMb.toFixed(0)} MB sampled: ${peak.anonMb.toFixed(0)} MB anonymous, ${peak.fileMb.toFixed(0)} MB file-backed` };
   rows.push(row);
   return row;
+}
+
+/** The -d start-up line's parts, e.g. "node=70 modules=160 ... answering=425". */
+function startupLine(logFile: string): string {
+  const line = readFileSync(logFile, 'latin1')
+    .split('\n')
+    .find((l) => l.startsWith('debug start-up '));
+  return line === undefined ? '(no start-up line)' : line.replace(/^debug start-up ms-since-exec /, '');
 }
 
 function fmtRow(x: Row, base: number): string {
@@ -265,18 +303,38 @@ async function main(): Promise<void> {
   }
 
   if (args.big) {
-    const live = join(work, 'live');
-    const fillMs = fillStore(live, count, false);
-    notes.push(`fill: ${count.toLocaleString('en-US')} live triplets written in ${(fillMs / 1000).toFixed(1)} s, store ${dirMb(live).toFixed(0)} MB on disk`);
-    const d = await startQgreyd(live);
-    const first = await firstReply(d);
-    await d.stop();
-    notes.push(`start-up with ${count.toLocaleString('en-US')} stored, after a clean stop: first reply ${first ?? 'none'} ms after spawn (node start-up included)`);
+    const bigDir = typeof args['big-dir'] === 'string' && args['big-dir'] !== '' ? resolve(args['big-dir']) : null;
+    const live = bigDir ?? join(work, 'live');
+    if (bigDir === null || !existsSync(bigDir)) {
+      const fillMs = fillStore(live, count, false);
+      notes.push(`fill: ${count.toLocaleString('en-US')} live triplets written in ${(fillMs / 1000).toFixed(1)} s, store ${dirMb(live).toFixed(0)} MB on disk`);
+    } else {
+      notes.push(`store: ${live} as filled before (${dirMb(live).toFixed(0)} MB on disk)`);
+    }
+    const startups = Math.max(1, Number(args.startups ?? 3));
+    const clean: number[] = [];
+    const cleanLines: string[] = [];
+    for (let i = 0; i < startups; i++) {
+      // -d: the daemon logs when each part of its start-up ended
+      const d = await startQgreyd(live, ['-d']);
+      const first = await firstReply(d, 120_000);
+      await d.stop();
+      if (first === null) throw new Error(`qgreyd did not answer after a clean stop; log in ${d.logFile}`);
+      clean.push(first);
+      cleanLines.push(`${first} ms: ${startupLine(d.logFile)}`);
+    }
+    notes.push(
+      `start-up with ${count.toLocaleString('en-US')} stored, after a clean stop: first reply median ${median(clean)} ms after spawn, range ${range(clean)} over ${startups} (node start-up included); ` +
+        `each (ms since exec): ${cleanLines.join('; ')}`,
+    );
     say(`bench: ${notes[notes.length - 1]}`);
-    {
-      // under load, then SIGKILL: the next start replays the log and walks LevelDB
+    const killed: number[] = [];
+    const killedLines: string[] = [];
+    let killedRss = 0;
+    for (let i = 0; i < startups; i++) {
+      // under load, then SIGKILL: the next start replays the logs onto the live snapshot
       const k = await startQgreyd(live);
-      await firstReply(k);
+      await firstReply(k, 120_000);
       let lg: ChildProcess | null = null;
       const load = runLoad(k.port, ['--duration', '3'], (p) => (lg = p));
       await new Promise((r) => setTimeout(r, 2000));
@@ -284,19 +342,26 @@ async function main(): Promise<void> {
       await new Promise<void>((r) => k.proc.once('exit', () => r()));
       (lg as ChildProcess | null)?.kill('SIGINT');
       await load.catch(() => undefined);
-      const again = await startQgreyd(live);
+      const again = await startQgreyd(live, ['-d']);
       const firstKilled = await firstReply(again, 120_000);
-      const rss = peakRss(again.proc.pid!).rssMb;
+      killedRss = Math.max(killedRss, peakRss(again.proc.pid!).hwmMb);
       await again.stop();
-      notes.push(`start-up with ${count.toLocaleString('en-US')} stored, after SIGKILL under load: first reply ${firstKilled ?? 'none'} ms after spawn; RSS then ${rss.toFixed(0)} MB`);
-      say(`bench: ${notes[notes.length - 1]}`);
+      if (firstKilled === null) throw new Error(`qgreyd did not answer after SIGKILL; log in ${again.logFile}`);
+      killed.push(firstKilled);
+      killedLines.push(`${firstKilled} ms: ${startupLine(again.logFile)}`);
     }
+    notes.push(
+      `start-up with ${count.toLocaleString('en-US')} stored, after SIGKILL under load: first reply median ${median(killed)} ms after spawn, range ${range(killed)} over ${startups}; peak RSS by then ${killedRss.toFixed(0)} MB; ` +
+        `each (ms since exec): ${killedLines.join('; ')}`,
+    );
+    say(`bench: ${notes[notes.length - 1]}`);
     const big = await qgreydRun(`qgreyd, ${fmtCount(count)} stored`, live);
     say(`bench: qgreyd ${count} stored ${big.r.rps} req/s`);
-    notes.push(`with ${fmtCount(count)} stored: ${((100 * big.r.rps) / e.r.rps).toFixed(0)}% of the empty-store throughput`);
+    notes.push(`with ${fmtCount(count)} stored: ${((100 * big.r.rps) / e.r.rps).toFixed(0)}% of the empty-store throughput; ${big.note}`);
     const mixed = await qgreydRun(`qgreyd, ${fmtCount(count)} stored, 20% stored triplets`, live, [], ['--stored', '0.2', '--stored-count', String(count)]);
     say(`bench: qgreyd ${count} stored, stored share ${mixed.r.rps} req/s`);
-    if (!args.keep) rmSync(live, { recursive: true, force: true });
+    notes.push(`with ${fmtCount(count)} stored, 20% stored triplets: ${mixed.note}`);
+    if (!args.keep && bigDir === null) rmSync(live, { recursive: true, force: true });
 
     if (args.sweep) {
       const dead = join(work, 'dead');

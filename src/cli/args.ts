@@ -94,7 +94,8 @@ export const USAGE = `usage: qgreyd [-d] [-u user] [-w whitelist] [-s minutes] [
   -w, --whitelist FILE|DIR    client addresses and ranges that are never greylisted
                               (repeatable; a directory: every file in it)
   -u, --user USER             after binding, run as this user (uid, gid and groups)
-  -d, --debug                 log each triplet's outcome and malformed datagrams in hex
+  -d, --debug                 log each triplet's outcome, malformed datagrams in hex,
+                              and when each part of the start-up ended
       --sync                  fsync every write (survive power loss, not only a crash)
       --allow CIDR            client networks that may query (repeatable; IPv4 or IPv6
                               ranges or addresses, several per value separated by blanks

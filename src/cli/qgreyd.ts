@@ -10,7 +10,7 @@ import { ClockWatch } from '../clock.js';
 import { Greylist, unixNow } from '../daemon/queue.js';
 import { LineWriter, quoted } from '../log/log.js';
 import { Exceptions } from '../exceptions.js';
-import { Metrics, type LiveCounters, type MetricsServer } from '../metrics.js';
+import type { LiveCounters, Metrics, MetricsServer } from '../metrics.js';
 import { PendingCounts } from '../pending.js';
 import { expiresAt, settingsFrom, type Grouping } from '../policy.js';
 import { isWildcard } from '../daemon/listen.js';
@@ -47,7 +47,13 @@ function bindError(code: string | undefined, messages: { inUse: string; denied: 
 // Every start-up failure is thrown as a QgreydError and reaches exitOnError (at the end of
 // this file), which takes the exit code from the error's class: 100 permanent, 111 temporary.
 
+/** When each part of the start-up ended, in ms since the process was executed: -d logs them. */
+const startup: Array<[part: string, ms: number]> = [];
+const startupMark = (part: string): void => void startup.push([part, Math.round(performance.now())]);
+
 async function main(argv: string[]): Promise<void> {
+  startup.push(['node', Math.round(performance.nodeTiming.bootstrapComplete)]);
+  startupMark('modules');
   const parsed = parseArgs(argv);
   if (parsed.kind === 'help') {
     process.stdout.write(USAGE + '\n');
@@ -97,6 +103,7 @@ async function main(argv: string[]): Promise<void> {
     if (process.getuid?.() !== 0) throw new UsageError(`-u ${options.user}: only root can change user; run qgreyd as root, or leave out -u`);
   }
 
+  startupMark('settings');
   const settings = settingsFrom(options.timeoutDays, options.greyHours, options.minResendMinutes);
   // bind first (a port below 1024 needs root), then drop privileges, then open the store as
   // the user who will own its files
@@ -111,10 +118,12 @@ async function main(argv: string[]): Promise<void> {
   // the directory of the admin socket, the pid file and the recorded settings: the LevelDB
   // store's own, or with --store the state directory given
   const stateDirOf = (s: Store | RedisStore): string => (s instanceof RedisStore ? resolve(options.stateDir) : s.dir);
+  // loaded only when asked for: prom-client is a tenth of the start-up
+  const MetricsClass = options.metrics === null ? null : (await import('../metrics.js')).Metrics;
   const metrics: Metrics | null =
-    options.metrics === null
+    MetricsClass === null
       ? null
-      : new Metrics({
+      : new MetricsClass({
           inFlight: () => server.pending,
           refused: () => server.refused.total,
           overload: () => server.overload.total,
@@ -147,6 +156,7 @@ async function main(argv: string[]): Promise<void> {
     });
   }
 
+  startupMark('listen');
   // before -u, as the UDP sockets: a port below 1024 needs root
   let metricsServer: MetricsServer | null = null;
   if (metrics !== null && options.metrics !== null) {
@@ -219,8 +229,10 @@ async function main(argv: string[]): Promise<void> {
       throw e;
     }
   } else try {
+    startupMark('state-dir');
     store = await Store.open(options.stateDir, {
       program: 'qgreyd',
+      onPhase: startupMark,
       sync: options.sync,
       maxRecords: options.maxRecords,
       onHealth: (h) =>
@@ -268,6 +280,7 @@ async function main(argv: string[]): Promise<void> {
     );
   }
   server.attach(gl);
+  startupMark('answering');
   // qgreyctl judges records by these while the daemon is stopped
   try {
     writeSettings(stateDirOf(store), { timeoutDays: options.timeoutDays, greyHours: options.greyHours, minResendMinutes: options.minResendMinutes }, `qgreyd ${ver}`);
@@ -431,7 +444,12 @@ async function main(argv: string[]): Promise<void> {
     log.flush();
     process.exit(EXIT_TEMPORARY);
   });
-  if (options.debug) log.line(`debug state=${resolve(options.stateDir)} settings=${JSON.stringify(settings)}`);
+  if (options.debug) {
+    startupMark('ready');
+    const source = store instanceof Store ? ` index-from=${store.indexSource} records=${store.memoryRecords}` : '';
+    log.line(`debug start-up ms-since-exec ${startup.map(([part, ms]) => `${part}=${ms}`).join(' ')}${source}`);
+    log.line(`debug state=${resolve(options.stateDir)} settings=${JSON.stringify(settings)}`);
+  }
 }
 
 /** The start line's fields for the options that change keys or decisions, when given. */

@@ -18,7 +18,7 @@
 // "not decided" meanwhile, and the health callback tells the log once per failure and once on
 // recovery.
 import { createHash } from 'node:crypto';
-import { Cluster, Redis, ReplyError } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { StoreError } from './errors.js';
 import { IP_PREFIX, TRIPLET_PREFIX } from './keys.js';
 import { parseRedisKey, redisIpKey, redisTripletKey, REDIS_FORMAT, REDIS_FORMAT_KEY, REDIS_MATCH, REDIS_PREFIX } from './redis-keys.js';
@@ -95,6 +95,9 @@ return out
 const COMMIT_SHA = createHash('sha1').update(COMMIT_SCRIPT).digest('hex');
 
 type Client = Redis | Cluster;
+/** the Redis client library, loaded by open(): a daemon on the local store never loads it
+ *  (it is a sixth of the local daemon's start-up) */
+let io: { Redis: typeof Redis; Cluster: typeof Cluster };
 
 export interface RedisOpenOptions extends OpenOptions {
   /** the clock TTLs count from, in Unix seconds (the daemon's clock; tests inject one) */
@@ -131,9 +134,10 @@ function parseValue(v: string | null): Value {
 }
 
 /** The code of a Redis error reply: by the protocol its first word (NOSCRIPT, WRONGTYPE, ...);
- *  ioredis hands a reply over as a ReplyError that holds only the text. */
+ *  ioredis hands a reply over as a ReplyError that holds only the text. (Told by its name:
+ *  ioredis is loaded only when a Redis store is opened, so its class is not imported here.) */
 function replyCode(e: unknown): string | undefined {
-  return e instanceof (ReplyError as ErrorConstructor) ? /^[A-Z]+/.exec(e.message)?.[0] : undefined;
+  return e instanceof Error && e.name === 'ReplyError' ? /^[A-Z]+/.exec(e.message)?.[0] : undefined;
 }
 
 function message(e: unknown): string {
@@ -177,6 +181,7 @@ export class RedisStore implements GreylistStore {
       // the requests of one event-loop turn go out in one write per server
       enableAutoPipelining: true,
     } as const;
+    io ??= await import('ioredis');
     const retry = (times: number): number => Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** Math.min(times - 1, 10));
     let client: Client;
     if (target.cluster) {
@@ -191,12 +196,12 @@ export class RedisStore implements GreylistStore {
         // each node's connection: the cluster pipelines and connects lazily itself
         redisOptions: nodeOptions,
       };
-      client = new Cluster(
+      client = new io.Cluster(
         target.nodes.map((n) => ({ host: n.host, port: n.port })),
         copts,
       );
     } else {
-      client = new Redis({ ...common, host: target.nodes[0].host, port: target.nodes[0].port, ...(target.db !== undefined ? { db: target.db } : {}), enableOfflineQueue: false, retryStrategy: retry });
+      client = new io.Redis({ ...common, host: target.nodes[0].host, port: target.nodes[0].port, ...(target.db !== undefined ? { db: target.db } : {}), enableOfflineQueue: false, retryStrategy: retry });
     }
     const store = new RedisStore(client, target, opts);
     // errors come back from the commands; without a listener ioredis would print each one.
@@ -207,7 +212,7 @@ export class RedisStore implements GreylistStore {
     client.on('ready', () => store.recovered());
     try {
       await client.connect();
-      if (client instanceof Cluster) await store.waitReady();
+      if (client instanceof io.Cluster) await store.waitReady();
       await store.checkFormat();
     } catch (e) {
       client.disconnect();
@@ -454,7 +459,7 @@ export class RedisStore implements GreylistStore {
     if (match === null) return;
     const keys: Array<[record: string, redis: string]> = [];
     try {
-      const nodes = this.client instanceof Cluster ? this.client.nodes('master') : [this.client];
+      const nodes = this.client instanceof io.Cluster ? this.client.nodes('master') : [this.client];
       for (const node of nodes) {
         let cursor = '0';
         do {

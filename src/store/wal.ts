@@ -1,8 +1,8 @@
 // The write-ahead log: every commit is one frame appended with one write() (and fdatasync
 // with --sync) before the commit returns, so a turn's replies follow their records onto disk.
 // LevelDB is fed from memory in the background; a log file is deleted once LevelDB holds
-// everything in it. At open, what the logs hold is replayed into LevelDB before anything
-// reads it, so every reader of the store (qgreyctl's offline paths, --repair, export) sees it.
+// everything in it. At open, what the logs hold goes into the index and to the feed, which
+// every reader of LevelDB waits for (qgreyctl's offline paths, --repair, export see it).
 //
 // Files: wal-<sequence, 12 digits> in the state directory. Frame: u32 payload length,
 // u32 CRC-32 of the payload, payload; payload: entries of u8 kind (0 set, 1 delete, 2 set
