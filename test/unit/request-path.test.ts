@@ -1,0 +1,92 @@
+// The request path's cheaper forms give the answers the plain forms gave: the address parser,
+// the reply texts, the decoder on a datagram's Buffer, the --allow answers kept per source,
+// and the decision line's recipient list.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AllowList } from '../../src/daemon/access.js';
+import { formatDecisionLine, LOG_RECIPIENTS } from '../../src/decision-log.js';
+import { escapeField } from '../../src/log/log.js';
+import { decodeRequest, encodeRequest, replyText, Verdict } from '../../src/protocol.js';
+import { ipv4ToInt } from '../../src/whitelist.js';
+
+/** what ipv4ToInt computed before it read characters itself */
+function reference(ip: string): number {
+  const o = ip.split('.').map(Number);
+  return ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) >>> 0;
+}
+
+describe('ipv4ToInt', () => {
+  it('reads dotted quads as the split-and-Number form does', () => {
+    const fixed = ['0.0.0.0', '255.255.255.255', '192.0.2.1', '10.0.0.255', '1.2.3.4', '127.0.0.1', '198.51.100.200'];
+    for (const ip of fixed) assert.equal(ipv4ToInt(ip), reference(ip), ip);
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    for (let i = 0; i < 20_000; i++) {
+      const ip = `${rnd(256)}.${rnd(256)}.${rnd(256)}.${rnd(256)}`;
+      assert.equal(ipv4ToInt(ip), reference(ip), ip);
+    }
+  });
+
+  it('gives what the split-and-Number form gave for text that is not a dotted quad', () => {
+    for (const ip of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1.2.3.256', '1.999.3.4', '1..2.3', '.1.2.3', '1.2.3.', 'a.b.c.d', '01.2.3.4', '1.2.3.4 ', '1000.1.1.1']) {
+      assert.equal(ipv4ToInt(ip), reference(ip), JSON.stringify(ip));
+    }
+  });
+});
+
+describe('reply texts', () => {
+  it('are the reply bytes as 0a:0b', () => {
+    assert.equal(replyText(Verdict.Whitelisted), '01:01');
+    assert.equal(replyText(Verdict.New), '00:01');
+    assert.equal(replyText(Verdict.NotDecidedClosed), '00:04');
+    assert.equal(replyText(Verdict.PendingCap), '00:05');
+    assert.equal(replyText(Verdict.Exception), '01:06');
+  });
+});
+
+describe('decodeRequest', () => {
+  it('decodes a Buffer, a view into a larger Buffer and a plain Uint8Array alike', () => {
+    const msg = encodeRequest('192.0.2.1', 'S\xe9nder@x.example', ['a@y.example', 'b\x01@y.example']);
+    const inside = Buffer.concat([Buffer.from('junk'), msg, Buffer.from('more')]).subarray(4, 4 + msg.length);
+    const plain = new Uint8Array(msg);
+    const a = decodeRequest(msg);
+    assert.ok(a.ok);
+    assert.deepEqual(a.request.tail, { sender: 'S\xe9nder@x.example', recipients: ['a@y.example', 'b\x01@y.example'] });
+    assert.deepEqual(decodeRequest(inside), a);
+    assert.deepEqual(decodeRequest(plain), a);
+  });
+});
+
+describe('AllowList', () => {
+  it('answers a source the same from its cache, and past the cache bound', () => {
+    const a = AllowList.parse(['192.0.2.0/24', '::1']);
+    for (let round = 0; round < 2; round++) {
+      assert.equal(a.allows('192.0.2.9'), true);
+      assert.equal(a.allows('198.51.100.1'), false);
+      assert.equal(a.allows('::1'), true);
+      assert.equal(a.allows('::2'), false);
+    }
+    // more sources than the cache holds: answers stay right while it is emptied and refilled
+    for (let i = 0; i < 3000; i++) {
+      const inside = `192.0.2.${i % 256}`;
+      const outside = `203.0.${i >> 8}.${i & 255}`;
+      assert.equal(a.allows(inside), true, inside);
+      assert.equal(a.allows(outside), false, outside);
+    }
+    assert.equal(AllowList.everyone().allows('203.0.113.1'), true);
+  });
+});
+
+describe('formatDecisionLine', () => {
+  it('lists recipients as <r>,<r> with the rest counted, escaped', () => {
+    const base = { client: '127.0.0.1:5', ip: '192.0.2.1', reply: '00:01', reason: 'new' };
+    assert.equal(
+      formatDecisionLine({ ...base, envelope: { sender: 's@x', recipients: ['a@y', 'b,<c>@y'] } }),
+      'client=127.0.0.1:5 ip=192.0.2.1 from=<s@x> to=<a@y>,<b\\x2c\\x3cc\\x3e@y> reply=00:01 reason=new',
+    );
+    assert.equal(formatDecisionLine({ ...base, envelope: { sender: '', recipients: [] } }), 'client=127.0.0.1:5 ip=192.0.2.1 from=<> to= reply=00:01 reason=new');
+    const many = Array.from({ length: LOG_RECIPIENTS + 3 }, (_, i) => `r${i}@y`);
+    const expected = many.slice(0, LOG_RECIPIENTS).map((r) => `<${escapeField(r)}>`).join(',') + ',+3';
+    assert.equal(formatDecisionLine({ ...base, envelope: { sender: 's@x', recipients: many } }), `client=127.0.0.1:5 ip=192.0.2.1 from=<s@x> to=${expected} reply=00:01 reason=new`);
+  });
+});
