@@ -19,7 +19,8 @@
 // --multilog: every daemon (qgreyd, greydaemon, the compared build) logs into a pipe read by
 // `multilog t DIR`, as under daemontools, instead of into a file.
 // Each row also gives the daemon's CPU per request: utime+stime from /proc/PID/stat over the
-// load run, divided by the requests answered.
+// load run, divided by the requests answered, and in parentheses its main thread's alone
+// (/proc/PID/task/PID/stat).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -111,13 +112,25 @@ function freePort(): Promise<number> {
   });
 }
 
-/** The process's CPU time so far (user + system), in microseconds. */
-function cpuUs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** CPU time so far (user + system) in microseconds, of a /proc stat file. */
+function statCpuUs(file: string): number {
+  const stat = readFileSync(file, 'utf8');
   // the fields after the command name, which is in parentheses and may hold spaces
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime are fields 14 and 15 of the line (11 and 12 here), in clock ticks
   return ((Number(f[11]) + Number(f[12])) * 1e6) / CLOCK_TICKS;
+}
+
+/** Starts measuring a process's CPU; the function returned gives the µs per request since,
+ *  of the whole process and of its main thread (the event loop, without LevelDB's and
+ *  libuv's threads). */
+function cpuMeter(pid: number): (requests: number) => { all: number; main: number } {
+  const all0 = statCpuUs(`/proc/${pid}/stat`);
+  const main0 = statCpuUs(`/proc/${pid}/task/${pid}/stat`);
+  return (requests) => ({
+    all: (statCpuUs(`/proc/${pid}/stat`) - all0) / requests,
+    main: (statCpuUs(`/proc/${pid}/task/${pid}/stat`) - main0) / requests,
+  });
 }
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
@@ -234,8 +247,8 @@ interface Row {
   r: LoadResult;
   ratio?: number;
   rss?: number;
-  /** the daemon's CPU per request over the load run, µs */
-  cpu?: number;
+  /** the daemon's CPU per request over the load run, µs: the process's, its main thread's */
+  cpu?: { all: number; main: number };
   note?: string;
 }
 const rows: Row[] = [];
@@ -245,9 +258,9 @@ async function qgreydRun(name: string, stateDir: string, extra: string[] = [], l
   const d = await startQgreyd(stateDir, extra, args.profile ? join(work, 'profile') : undefined, program);
   const first = await firstReply(d);
   if (first === null) throw new Error(`qgreyd did not answer; log in ${d.logFile}`);
-  const cpu0 = cpuUs(d.proc.pid!);
+  const meter = cpuMeter(d.proc.pid!);
   const r = await runLoad(d.port, loadExtra);
-  const cpu = (cpuUs(d.proc.pid!) - cpu0) / r.requests;
+  const cpu = meter(r.requests);
   const hwm = peakRss(d.proc.pid!).hwmMb;
   await d.stop();
   const row: Row = { name, r, rss: hwm, cpu };
@@ -258,7 +271,7 @@ async function qgreydRun(name: string, stateDir: string, extra: string[] = [], l
 function fmtRow(x: Row, base: number): string {
   const r = x.r;
   const codes = Object.entries(r.codes).map(([c, n]) => `${c}:${Math.round((100 * n) / r.requests)}%`).join(' ');
-  return `| ${x.name} | ${r.rps.toLocaleString('en-US')} | ${((100 * r.rps) / base).toFixed(0)}% | ${(r.p50_us / 1000).toFixed(2)} | ${(r.p99_us / 1000).toFixed(2)} | ${(r.max_us / 1000).toFixed(1)} | ${r.lost} | ${x.rss === undefined ? '-' : x.rss.toFixed(0)} | ${x.cpu === undefined ? '-' : x.cpu.toFixed(1)} | ${codes} |`;
+  return `| ${x.name} | ${r.rps.toLocaleString('en-US')} | ${((100 * r.rps) / base).toFixed(0)}% | ${(r.p50_us / 1000).toFixed(2)} | ${(r.p99_us / 1000).toFixed(2)} | ${(r.max_us / 1000).toFixed(1)} | ${r.lost} | ${x.rss === undefined ? '-' : x.rss.toFixed(0)} | ${x.cpu === undefined ? '-' : `${x.cpu.all.toFixed(1)} (${x.cpu.main.toFixed(1)})`} | ${codes} |`;
 }
 
 async function main(): Promise<void> {
@@ -279,9 +292,9 @@ async function main(): Promise<void> {
   for (let round = 1; round <= rounds; round++) {
     const b = spawn(process.execPath, [join(DIST, 'bench', 'baseline.js'), String(await freePort())], { stdio: ['ignore', 'pipe', 'inherit'] });
     const bport = await new Promise<number>((res) => b.stdout!.once('data', (c: Buffer) => res(Number(/:(\d+)/.exec(c.toString())![1]))));
-    const bcpu0 = cpuUs(b.pid!);
+    const bmeter = cpuMeter(b.pid!);
     base = await runLoad(bport);
-    const bcpu = (cpuUs(b.pid!) - bcpu0) / base.requests;
+    const bcpu = bmeter(base.requests);
     const brss = peakRss(b.pid!).hwmMb;
     b.kill('SIGTERM');
     rows.push({ name: `bare dgram baseline${rounds > 1 ? ` (round ${round})` : ''}`, r: base, rss: brss, cpu: bcpu });
@@ -306,7 +319,7 @@ async function main(): Promise<void> {
       ratios['greydaemon / baseline'].push(g.r.rps / base.rps);
       ratios['qgreyd / greydaemon'].push(e.r.rps / g.r.rps);
       ratios['qgreyd / greydaemon, p99'].push(e.r.p99_us / g.r.p99_us);
-      ratios['qgreyd / greydaemon, CPU per request'].push(e.cpu! / g.cpu!);
+      ratios['qgreyd / greydaemon, CPU per request'].push(e.cpu!.all / g.cpu!.all);
     }
   }
   for (const [name, v] of Object.entries(ratios)) {
@@ -358,7 +371,7 @@ async function main(): Promise<void> {
   }
 
   const table = [
-    '| run | req/s | of baseline | p50 ms | p99 ms | max ms | lost | peak RSS MB | CPU µs/req | replies |',
+    '| run | req/s | of baseline | p50 ms | p99 ms | max ms | lost | peak RSS MB | CPU µs/req (main thread) | replies |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...rows.map((x) => fmtRow(x, base.rps)),
   ];
@@ -397,9 +410,9 @@ async function perlRun(round: number): Promise<Row> {
   if ((await firstReply(d)) === null || proc.exitCode !== null || proc.signalCode !== null) {
     throw new Error(`greydaemon did not answer on port ${perlPort}; its output is in ${sink.logFile}`);
   }
-  const cpu0 = cpuUs(proc.pid!);
+  const meter = cpuMeter(proc.pid!);
   const r = await runLoad(perlPort);
-  const cpu = (cpuUs(proc.pid!) - cpu0) / r.requests;
+  const cpu = meter(r.requests);
   const hwm = peakRss(proc.pid!).hwmMb;
   await d.stop();
   const row: Row = { name: `greydaemon (round ${round})`, r, rss: hwm, cpu };

@@ -77,6 +77,30 @@ describe('AllowList', () => {
   });
 });
 
+/** escapeField as a plain loop over every character, as it was before its one-scan check */
+function escapeReference(s: string): string {
+  let out = '';
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    const plain = c > 0x20 && c < 0x7f && c !== 0x5c && c !== 0x2c && c !== 0x3c && c !== 0x3e && c !== 0x22;
+    out += plain ? s[i] : '\\x' + (c & 0xff).toString(16).padStart(2, '0');
+  }
+  return out;
+}
+
+describe('escapeField', () => {
+  it('escapes every byte the plain loop escapes, alone and inside a field', () => {
+    for (let c = 0; c < 256; c++) {
+      const ch = String.fromCharCode(c);
+      assert.equal(escapeField(ch), escapeReference(ch), `byte ${c}`);
+      const inside = `a${ch}b@x.example`;
+      assert.equal(escapeField(inside), escapeReference(inside), `byte ${c} inside`);
+    }
+    const plain = 'user+tag@example.com';
+    assert.equal(escapeField(plain), plain);
+  });
+});
+
 describe('formatDecisionLine', () => {
   it('lists recipients as <r>,<r> with the rest counted, escaped', () => {
     const base = { client: '127.0.0.1:5', ip: '192.0.2.1', reply: '00:01', reason: 'new' };
