@@ -387,7 +387,8 @@ export class Server {
 
 /** The exceptions entry of the first recipient that matched one, if any. */
 function exceptionOf(d: Decision): ExceptionEntry | undefined {
-  for (const t of d.detail) if (t.exception !== undefined) return t.exception;
+  const detail = d.detail;
+  for (let i = 0; i < detail.length; i++) if (detail[i].exception !== undefined) return detail[i].exception;
   return undefined;
 }
 
