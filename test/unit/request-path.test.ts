@@ -1,13 +1,18 @@
 // The request path's cheaper forms give the answers the plain forms gave: the address parser,
 // the reply texts, the decoder on a datagram's Buffer, the --allow answers kept per source,
-// and the decision line's recipient list.
+// the decision line's recipient list, and the batches taken from a single source.
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { AllowList } from '../../src/daemon/access.js';
+import { Greylist, requestCost } from '../../src/daemon/queue.js';
 import { formatDecisionLine, LOG_RECIPIENTS } from '../../src/decision-log.js';
 import { escapeField } from '../../src/log/log.js';
-import { decodeRequest, encodeRequest, replyText, Verdict } from '../../src/protocol.js';
-import { ipv4ToInt } from '../../src/whitelist.js';
+import { settingsFrom } from '../../src/policy.js';
+import { decodeRequest, encodeRequest, replyText, Verdict, type Request } from '../../src/protocol.js';
+import { Store } from '../../src/store/leveldb.js';
+import { ipv4ToInt, Whitelist } from '../../src/whitelist.js';
+import { removeDir, tempDir } from '../helpers.js';
 
 /** what ipv4ToInt computed before it read characters itself */
 function reference(ip: string): number {
@@ -112,5 +117,56 @@ describe('formatDecisionLine', () => {
     const many = Array.from({ length: LOG_RECIPIENTS + 3 }, (_, i) => `r${i}@y`);
     const expected = many.slice(0, LOG_RECIPIENTS).map((r) => `<${escapeField(r)}>`).join(',') + ',+3';
     assert.equal(formatDecisionLine({ ...base, envelope: { sender: 's@x', recipients: many } }), `client=127.0.0.1:5 ip=192.0.2.1 from=<s@x> to=${expected} reply=00:01 reason=new`);
+  });
+});
+
+describe('the batch of one source', () => {
+  it('takes requests in order until the next would pass the budget, one over it alone', async () => {
+    const dir = tempDir();
+    const store = await Store.open(join(dir, 's'));
+    // which request (by sender) each commit, i.e. each batch, wrote
+    const batches: string[][] = [];
+    const commitSync = store.commitSync.bind(store);
+    store.commitSync = (groups) => {
+      batches.push(groups.flatMap((g) => g.changes.map((c) => /^G \S+ (s\d+)@/.exec(c[0])?.[1] ?? '')));
+      return commitSync(groups);
+    };
+    const gl = new Greylist(store, settingsFrom(7, 12, 5), Whitelist.empty());
+    try {
+      const reqs: Request[] = [];
+      // recipients per request: costs that fill a budget unevenly, and one request over it
+      const sizes = [1, 2, 1, 3, 1, 1, 40, 2, 2, 1, 1, 3];
+      sizes.forEach((n, i) => {
+        const d = decodeRequest(encodeRequest('192.0.2.1', `s${i}@x.example`, Array.from({ length: n }, (_, r) => `r${r}@y.example`)));
+        assert.ok(d.ok);
+        reqs.push(d.request);
+      });
+      gl.batchBudget = 4 * requestCost(reqs[0]);
+      assert.ok(requestCost(reqs[6]) > gl.batchBudget, 'request 6 is over the budget');
+      // the rule: in order, until the next request would pass the budget (a batch takes at
+      // least one)
+      const expected: string[][] = [];
+      let cur: string[] = [];
+      let spent = 0;
+      reqs.forEach((r, i) => {
+        if (cur.length > 0 && spent + requestCost(r) > gl.batchBudget) {
+          expected.push(cur);
+          cur = [];
+          spent = 0;
+        }
+        cur.push(`s${i}`);
+        spent += requestCost(r);
+      });
+      expected.push(cur);
+      const results = await Promise.all(reqs.map((r) => gl.decideAsync(r, '127.0.0.1')));
+      assert.ok(results.every((r) => r.kind === 'decision' && r.decision.verdict === 'new'));
+      // each request wrote one record per recipient: one sender per request in its batch
+      assert.deepEqual(batches.map((b) => [...new Set(b)]), expected);
+      assert.ok(expected.length >= 5, `the budget splits the requests into ${expected.length} batches`);
+    } finally {
+      await gl.stop();
+      await store.close();
+      removeDir(dir);
+    }
   });
 });
