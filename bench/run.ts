@@ -3,7 +3,8 @@
 //   node dist/bench/run.js [--duration 10] [--clients 32] [--seed 1] [--new 0.4] [--retry 0.3]
 //        [--hot 0.3] [--stored 0] [--big] [--count 1000000] [--no-sweep] [--node-loadgen] [--keep]
 //        [--startups 3] [--big-dir DIR]
-//        [--rounds 1] [--compare OTHER/qgreyd.js] [--perl PATH [--perl-port 1999] [--perl-args '-m 0.05 -w {whitelist} 127.0.0.1 {save}']]
+//        [--rounds 1] [--compare OTHER/qgreyd.js] [--perl PATH [--perl-port P] [--perl-args '-m 0.05 -w {whitelist} 127.0.0.1:{port} {save}']]
+//        [--multilog] [--profile]
 //
 // Standard set: the bare dgram baseline and qgreyd on an empty store, both driven by the same
 // load generator in the same run, so the ratio means something on a shared, noisy machine.
@@ -15,15 +16,22 @@
 // second run on the same COUNT skips the fill.
 // --rounds N: the standard set N times, alternating, with the median and range of each ratio.
 // --compare FILE: another build's dist/src/cli/qgreyd.js in each round (qgreyd/compared).
-// --perl PATH: greydaemon itself (run with perl) in each round, on --perl-port, with
+// --perl PATH: greydaemon itself (run with perl) in each round, on --perl-port (default: a
+// free port each round, so that another greydaemon on its usual 1999 cannot answer), with
 // --perl-args ({whitelist}, {save} and {port} filled in); each round then also gives
 // qgreyd/greydaemon.
+// --multilog: every daemon (qgreyd, greydaemon, the compared build) logs into a pipe read by
+// `multilog t DIR`, as under daemontools, instead of into a file.
+// Each row also gives the daemon's CPU per request: utime+stime from /proc/PID/stat over the
+// load run, divided by the requests answered, and in parentheses its main thread's alone
+// (/proc/PID/task/PID/stat).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Writable } from 'node:stream';
 import minimist from 'minimist';
 import { encodeRequest } from '../src/protocol.js';
 import { BENCH_WHITELIST } from './workload.js';
@@ -33,7 +41,7 @@ const DIST = join(ROOT, 'dist');
 const QGREYD = join(DIST, 'src', 'cli', 'qgreyd.js');
 const HOT_IPS = 1000;
 
-const args = minimist(process.argv.slice(2), { boolean: ['big', 'node-loadgen', 'keep', 'profile', 'sweep'], default: { sweep: true } });
+const args = minimist(process.argv.slice(2), { boolean: ['big', 'node-loadgen', 'keep', 'profile', 'sweep', 'multilog'], default: { sweep: true } });
 const duration = Number(args.duration ?? 10);
 const clients = Number(args.clients ?? 32);
 const seed = Number(args.seed ?? 1);
@@ -45,8 +53,9 @@ const rounds = Number(args.rounds ?? 1);
 /** another build's qgreyd.js (e.g. the last release), run in each round as well */
 const compare = typeof args.compare === 'string' && args.compare !== '' ? resolve(args.compare) : null;
 const perl = typeof args.perl === 'string' && args.perl !== '' ? resolve(args.perl) : null;
-const perlPort = Number(args['perl-port'] ?? 1999);
-const perlArgs = String(args['perl-args'] ?? '-m 0.05 -w {whitelist} 127.0.0.1 {save}');
+const perlPortGiven = args['perl-port'] === undefined ? null : Number(args['perl-port']);
+const perlArgs = String(args['perl-args'] ?? '-m 0.05 -w {whitelist} 127.0.0.1:{port} {save}');
+const multilog = args.multilog === true;
 
 interface LoadResult {
   generator: string;
@@ -107,6 +116,51 @@ function freePort(): Promise<number> {
   });
 }
 
+/** CPU time so far (user + system) in microseconds, of a /proc stat file. */
+function statCpuUs(file: string): number {
+  const stat = readFileSync(file, 'utf8');
+  // the fields after the command name, which is in parentheses and may hold spaces
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of the line (11 and 12 here), in clock ticks
+  return ((Number(f[11]) + Number(f[12])) * 1e6) / CLOCK_TICKS;
+}
+
+/** Starts measuring a process's CPU; the function returned gives the µs per request since,
+ *  of the whole process and of its main thread (the event loop, without LevelDB's and
+ *  libuv's threads). */
+function cpuMeter(pid: number): (requests: number) => { all: number; main: number } {
+  const all0 = statCpuUs(`/proc/${pid}/stat`);
+  const main0 = statCpuUs(`/proc/${pid}/task/${pid}/stat`);
+  return (requests) => ({
+    all: (statCpuUs(`/proc/${pid}/stat`) - all0) / requests,
+    main: (statCpuUs(`/proc/${pid}/task/${pid}/stat`) - main0) / requests,
+  });
+}
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** Where a daemon's output goes: a file, or with --multilog a pipe into `multilog t DIR`
+ *  (whose `current` is then the log file). */
+interface LogSink {
+  stdio: number | Writable;
+  logFile: string;
+  /** once the daemon has been spawned: the parent lets go of its end */
+  spawned(): void;
+  /** resolves when the log reader has finished (multilog exits at the pipe's end) */
+  done: Promise<void>;
+}
+
+function logSink(name: string): LogSink {
+  if (!multilog) {
+    const logFile = join(work, `${name}.log`);
+    const fd = openSync(logFile, 'w');
+    return { stdio: fd, logFile, spawned: () => closeSync(fd), done: Promise.resolve() };
+  }
+  const dir = join(work, `${name}.multilog`);
+  const m = spawn('multilog', ['t', dir], { stdio: ['pipe', 'ignore', 'inherit'] });
+  const done = new Promise<void>((r) => m.on('exit', () => r()));
+  return { stdio: m.stdin!, logFile: join(dir, 'current'), spawned: () => m.stdin!.destroy(), done };
+}
+
 function peakRss(pid: number): { hwmMb: number; rssMb: number; anonMb: number; fileMb: number } {
   const st = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? NaN);
@@ -142,6 +196,7 @@ interface Running {
   port: number;
   logFile: string;
   spawnedAt: number;
+  /** stops the daemon and waits for its log reader */
   stop(): Promise<void>;
 }
 
@@ -150,21 +205,21 @@ async function startQgreyd(stateDir: string, extra: string[] = [], profileDir?: 
   const port = await freePort();
   const wl = join(work, 'whitelist');
   writeFileSync(wl, BENCH_WHITELIST);
-  const logFile = join(work, `qgreyd-${port}.log`);
-  const fd = openSync(logFile, 'w');
+  const sink = logSink(`qgreyd-${port}`);
   const node = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const spawnedAt = Date.now();
-  const proc = spawn(process.execPath, [...node, program, ...DAEMON_FLAGS, ...extra, '-w', wl, `127.0.0.1:${port}`, stateDir], { stdio: ['ignore', fd, 'inherit'] });
-  closeSync(fd);
+  const proc = spawn(process.execPath, [...node, program, ...DAEMON_FLAGS, ...extra, '-w', wl, `127.0.0.1:${port}`, stateDir], { stdio: ['ignore', sink.stdio, 'inherit'] });
+  sink.spawned();
   const exited = new Promise<void>((r) => proc.on('exit', () => r()));
   return {
     proc,
     port,
-    logFile,
+    logFile: sink.logFile,
     spawnedAt,
     async stop() {
       proc.kill('SIGTERM');
       await exited;
+      await sink.done;
     },
   };
 }
@@ -220,6 +275,8 @@ interface Row {
   r: LoadResult;
   ratio?: number;
   rss?: number;
+  /** the daemon's CPU per request over the load run, µs: the process's, its main thread's */
+  cpu?: { all: number; main: number };
   note?: string;
 }
 const rows: Row[] = [];
@@ -230,12 +287,13 @@ async function qgreydRun(name: string, stateDir: string, extra: string[] = [], l
   const sampled = sampleRss(d.proc.pid!);
   const first = await firstReply(d);
   if (first === null) throw new Error(`qgreyd did not answer; log in ${d.logFile}`);
-  let hwm = 0;
+  const meter = cpuMeter(d.proc.pid!);
   const r = await runLoad(d.port, loadExtra);
-  hwm = peakRss(d.proc.pid!).hwmMb;
+  const cpu = meter(r.requests);
+  const hwm = peakRss(d.proc.pid!).hwmMb;
   const peak = sampled();
   await d.stop();
-  const row: Row = { name, r, rss: hwm, note: `peak RSS ${peak.rssMb.toFixed(0)} MB sampled: ${peak.anonMb.toFixed(0)} MB anonymous, ${peak.fileMb.toFixed(0)} MB file-backed` };
+  const row: Row = { name, r, rss: hwm, cpu, note: `peak RSS ${peak.rssMb.toFixed(0)} MB sampled: ${peak.anonMb.toFixed(0)} MB anonymous, ${peak.fileMb.toFixed(0)} MB file-backed` };
   rows.push(row);
   return row;
 }
@@ -251,7 +309,7 @@ function startupLine(logFile: string): string {
 function fmtRow(x: Row, base: number): string {
   const r = x.r;
   const codes = Object.entries(r.codes).map(([c, n]) => `${c}:${Math.round((100 * n) / r.requests)}%`).join(' ');
-  return `| ${x.name} | ${r.rps.toLocaleString('en-US')} | ${((100 * r.rps) / base).toFixed(0)}% | ${(r.p50_us / 1000).toFixed(2)} | ${(r.p99_us / 1000).toFixed(2)} | ${(r.max_us / 1000).toFixed(1)} | ${r.lost} | ${x.rss === undefined ? '-' : x.rss.toFixed(0)} | ${codes} |`;
+  return `| ${x.name} | ${r.rps.toLocaleString('en-US')} | ${((100 * r.rps) / base).toFixed(0)}% | ${(r.p50_us / 1000).toFixed(2)} | ${(r.p99_us / 1000).toFixed(2)} | ${(r.max_us / 1000).toFixed(1)} | ${r.lost} | ${x.rss === undefined ? '-' : x.rss.toFixed(0)} | ${x.cpu === undefined ? '-' : `${x.cpu.all.toFixed(1)} (${x.cpu.main.toFixed(1)})`} | ${codes} |`;
 }
 
 async function main(): Promise<void> {
@@ -264,16 +322,20 @@ async function main(): Promise<void> {
   if (perl !== null) {
     ratios['greydaemon / baseline'] = [];
     ratios['qgreyd / greydaemon'] = [];
+    ratios['qgreyd / greydaemon, p99'] = [];
+    ratios['qgreyd / greydaemon, CPU per request'] = [];
   }
   let base!: LoadResult;
   let e!: Row;
   for (let round = 1; round <= rounds; round++) {
     const b = spawn(process.execPath, [join(DIST, 'bench', 'baseline.js'), String(await freePort())], { stdio: ['ignore', 'pipe', 'inherit'] });
     const bport = await new Promise<number>((res) => b.stdout!.once('data', (c: Buffer) => res(Number(/:(\d+)/.exec(c.toString())![1]))));
+    const bmeter = cpuMeter(b.pid!);
     base = await runLoad(bport);
+    const bcpu = bmeter(base.requests);
     const brss = peakRss(b.pid!).hwmMb;
     b.kill('SIGTERM');
-    rows.push({ name: `bare dgram baseline${rounds > 1 ? ` (round ${round})` : ''}`, r: base, rss: brss });
+    rows.push({ name: `bare dgram baseline${rounds > 1 ? ` (round ${round})` : ''}`, r: base, rss: brss, cpu: bcpu });
     say(`bench: baseline ${base.rps} req/s`);
 
     const empty = join(work, `empty-${round}`);
@@ -294,6 +356,8 @@ async function main(): Promise<void> {
       const g = await perlRun(round);
       ratios['greydaemon / baseline'].push(g.r.rps / base.rps);
       ratios['qgreyd / greydaemon'].push(e.r.rps / g.r.rps);
+      ratios['qgreyd / greydaemon, p99'].push(e.r.p99_us / g.r.p99_us);
+      ratios['qgreyd / greydaemon, CPU per request'].push(e.cpu!.all / g.cpu!.all);
     }
   }
   for (const [name, v] of Object.entries(ratios)) {
@@ -372,13 +436,13 @@ async function main(): Promise<void> {
   }
 
   const table = [
-    '| run | req/s | of baseline | p50 ms | p99 ms | max ms | lost | peak RSS MB | replies |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| run | req/s | of baseline | p50 ms | p99 ms | max ms | lost | peak RSS MB | CPU µs/req (main thread) | replies |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...rows.map((x) => fmtRow(x, base.rps)),
   ];
   const cpu = cpus();
   const header = [
-    `qgreyd bench: ${clients} clients, ${duration} s per run, seed ${seed}, mix ${mix.join(' ') || 'default (new 0.4, retry 0.3, hot 0.3)'}, load generator ${loadgen === '' ? 'Node' : 'C (bench/loadgen.c)'}`,
+    `qgreyd bench: ${clients} clients, ${duration} s per run, seed ${seed}, mix ${mix.join(' ') || 'default (new 0.4, retry 0.3, hot 0.3)'}, load generator ${loadgen === '' ? 'Node' : 'C (bench/loadgen.c)'}, logs ${multilog ? 'through multilog t' : 'to a file'}`,
     `machine: ${cpu.length} x ${cpu[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GB, Linux ${release()}, Node ${process.version}; daemon flags ${DAEMON_FLAGS.join(' ')}`,
   ];
   process.stdout.write([...header, '', ...table, '', ...notes.map((n) => `- ${n}`), ''].join('\n'));
@@ -391,21 +455,32 @@ async function perlRun(round: number): Promise<Row> {
   writeFileSync(wl, BENCH_WHITELIST);
   const save = join(work, `greydaemon-save-${round}`);
   writeFileSync(save, '');
+  const perlPort = perlPortGiven ?? (await freePort());
   const argv = perlArgs
     .split(/\s+/)
     .filter(Boolean)
     .map((a) => a.replace('{whitelist}', wl).replace('{save}', save).replace('{port}', String(perlPort)));
-  const logFile = join(work, `greydaemon-${round}.log`);
-  const fd = openSync(logFile, 'w');
-  const proc = spawn('perl', [perl!, ...argv], { stdio: ['ignore', fd, fd] });
-  closeSync(fd);
+  const sink = logSink(`greydaemon-${round}`);
+  // its log lines go to stdout, its errors to stderr: both into the log, as under daemontools
+  const proc = spawn('perl', [perl!, ...argv], { stdio: ['ignore', sink.stdio, sink.stdio] });
+  sink.spawned();
   const exited = new Promise<void>((r) => proc.on('exit', () => r()));
-  const d: Running = { proc, port: perlPort, logFile, spawnedAt: Date.now(), stop: async () => void (proc.kill('SIGTERM'), await exited) };
-  if ((await firstReply(d)) === null) throw new Error(`greydaemon did not answer on port ${perlPort}; its output is in ${logFile}`);
+  const stop = async (): Promise<void> => {
+    proc.kill('SIGTERM');
+    await exited;
+    await sink.done;
+  };
+  const d: Running = { proc, port: perlPort, logFile: sink.logFile, spawnedAt: Date.now(), stop };
+  // an answer while it has exited (it could not bind) came from someone else's daemon
+  if ((await firstReply(d)) === null || proc.exitCode !== null || proc.signalCode !== null) {
+    throw new Error(`greydaemon did not answer on port ${perlPort}; its output is in ${sink.logFile}`);
+  }
+  const meter = cpuMeter(proc.pid!);
   const r = await runLoad(perlPort);
+  const cpu = meter(r.requests);
   const hwm = peakRss(proc.pid!).hwmMb;
   await d.stop();
-  const row: Row = { name: `greydaemon (round ${round})`, r, rss: hwm };
+  const row: Row = { name: `greydaemon (round ${round})`, r, rss: hwm, cpu };
   rows.push(row);
   say(`bench: greydaemon ${r.rps} req/s`);
   return row;

@@ -36,9 +36,10 @@ export function formatDecisionLine(f: DecisionFields): string {
   let line = `client=${f.client} ip=${escapeField(f.ip)}`;
   if (f.envelope !== undefined) {
     const rc = f.envelope.recipients;
-    const shown = rc.slice(0, LOG_RECIPIENTS).map((r) => `<${escapeField(r)}>`).join(',');
-    const more = rc.length > LOG_RECIPIENTS ? `,+${rc.length - LOG_RECIPIENTS}` : '';
-    line += ` from=<${escapeField(f.envelope.sender)}> to=${shown}${more}`;
+    line += ` from=<${escapeField(f.envelope.sender)}> to=`;
+    const shown = Math.min(rc.length, LOG_RECIPIENTS);
+    for (let i = 0; i < shown; i++) line += (i === 0 ? '<' : ',<') + escapeField(rc[i]) + '>';
+    if (rc.length > LOG_RECIPIENTS) line += `,+${rc.length - LOG_RECIPIENTS}`;
   }
   line += ` reply=${f.reply} reason=${f.reason}`;
   if (f.whitelist !== undefined) line += ` whitelist=${escapeField(f.whitelist.file)}:${f.whitelist.line}`;

@@ -112,6 +112,8 @@ function decodeTail(fields: string[], ipLength: number): Envelope | { error: str
 }
 
 function latin1(buf: Uint8Array, from: number, to: number): string {
+  // a datagram is a Buffer already: no view per field
+  if (Buffer.isBuffer(buf)) return buf.toString('latin1', from, to);
   return Buffer.from(buf.buffer, buf.byteOffset + from, to - from).toString('latin1');
 }
 
@@ -159,10 +161,13 @@ export function encodeReply(v: Verdict): Buffer {
   return REPLY_BUFFERS[v];
 }
 
+const REPLY_TEXTS = Object.fromEntries(
+  Object.entries(REPLY_BYTES).map(([v, [a, b]]) => [v, `0${a}:0${b}`]),
+) as Record<Verdict, string>;
+
 /** "00:01" as logged. */
 export function replyText(v: Verdict): string {
-  const [a, b] = REPLY_BYTES[v];
-  return `0${a}:0${b}`;
+  return REPLY_TEXTS[v];
 }
 
 export function isAccept(v: Verdict): boolean {

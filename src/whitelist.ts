@@ -301,7 +301,27 @@ function octetsToInt(o: number[]): number {
 }
 
 export function ipv4ToInt(ip: string): number {
-  return octetsToInt(ip.split('.').map(Number));
+  // the daemon's case, once or twice a request: four decimal parts, read without allocating
+  let n = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c >= 0x30 && c <= 0x39 && digits < 3) {
+      part = part * 10 + (c - 0x30);
+      digits++;
+    } else if (c === 0x2e && digits > 0 && part <= 255 && dots < 3) {
+      n = (n << 8) | part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else {
+      return octetsToInt(ip.split('.').map(Number));
+    }
+  }
+  if (dots !== 3 || digits === 0 || part > 255) return octetsToInt(ip.split('.').map(Number));
+  return ((n << 8) | part) >>> 0;
 }
 
 function maskV4(addr: number, prefix: number): number {

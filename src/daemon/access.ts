@@ -9,6 +9,9 @@ export class AllowList {
   private readonly ranges: Whitelist;
   /** false: every source is allowed (bound to a non-loopback address with no --allow) */
   readonly restricted: boolean;
+  /** the answers for the sources seen lately: they are few (the mail servers), and each
+   *  datagram would otherwise parse its address again */
+  private readonly seen = new Map<string, boolean>();
 
   private constructor(readonly entries: readonly string[], restricted: boolean) {
     this.restricted = restricted;
@@ -38,13 +41,24 @@ export class AllowList {
 
   /** `ip` as reported by the socket (IPv4 dotted quad or IPv6 text). */
   allows(ip: string): boolean {
-    return !this.restricted || this.ranges.match(ip) !== undefined;
+    if (!this.restricted) return true;
+    let ok = this.seen.get(ip);
+    if (ok === undefined) {
+      ok = this.ranges.match(ip) !== undefined;
+      // a flood from many addresses cannot grow it past the bound
+      if (this.seen.size >= ALLOW_CACHE) this.seen.clear();
+      this.seen.set(ip, ok);
+    }
+    return ok;
   }
 
   toString(): string {
     return this.entries.join(',');
   }
 }
+
+/** Source addresses whose answer allows() keeps. */
+const ALLOW_CACHE = 1024;
 
 export function isLoopback(host: string): boolean {
   const n = normaliseIp(host);

@@ -21,7 +21,7 @@ import type { OpsContext } from '../admin/ops.js';
 import type { PendingCounts } from '../pending.js';
 import { clientKey, decide, GREYDAEMON, isKnownGood, tripletKeys, type Decision, type Grouping, type RecordView, type Settings } from '../policy.js';
 import { tripletBytes, type Request } from '../protocol.js';
-import { ipKey, TRIPLET_PREFIX, tripletDbKey } from '../store/keys.js';
+import { IP_PREFIX, ipKey, TRIPLET_PREFIX, tripletDbKey } from '../store/keys.js';
 import type { Change, CommitGroup, GreylistStore, Value } from '../store/types.js';
 import type { Whitelist, WhitelistEntry } from '../whitelist.js';
 import { Sweeper, type SweepReport } from './sweep.js';
@@ -368,6 +368,22 @@ export class Greylist {
   private takeBatch(): PendingRequest[] {
     const batch: PendingRequest[] = [];
     let spent = 0;
+    if (this.sources.size === 1) {
+      // one source (the usual case: qmail-smtpd on this host): the same batch as the ring
+      // below would take, without moving the source round the ring (a Map delete and set,
+      // which reallocates its table) for every request
+      const entry = this.sources.entries().next().value!;
+      const q = entry[1];
+      while (q.length > 0 && (batch.length === 0 || spent + q.peek()!.cost <= this.batchBudget)) {
+        const p = q.shift()!;
+        this.waiting--;
+        batch.push(p);
+        spent += p.cost;
+        if (spent >= this.batchBudget) break;
+      }
+      if (q.length === 0) this.sources.delete(entry[0]);
+      return batch;
+    }
     while (this.waiting > 0 && (batch.length === 0 || spent < this.batchBudget)) {
       for (const [source, q] of this.sources) {
         // a request that does not fit waits for the next batch, which it opens: small requests
@@ -395,7 +411,11 @@ export class Greylist {
     if (out.knownGood !== undefined) this.writes.set(ipKey(out.client), out.knownGood);
     const pending = this.pending;
     for (let i = 0; i < out.triplets.length; i++) {
-      const [key, t] = out.triplets[i];
+      // indexes, not destructuring: V8 reads a destructured pair through the generic
+      // iterator protocol, a costly call per pair on this path
+      const e = out.triplets[i];
+      const key = e[0];
+      const t = e[1];
       if (pending !== null && this.view.firstSeen(key) === undefined) {
         pending.addKey(key, 1);
         this.created.push(key);
@@ -412,9 +432,13 @@ export class Greylist {
     for (let i = 0; i < batch.length; i++) results[i] = this.decideOne(batch[i]);
     const changes: Change[] = [];
     const lookupSync = this.store.lookupSync!;
-    for (const [k, t] of this.writes) {
-      // refreshing a known-good IP within the same second changes nothing on disk
-      if (lookupSync.call(this.store, k) !== t) changes.push([k, t]);
+    for (const e of this.writes) {
+      const k = e[0];
+      const t = e[1];
+      // refreshing a known-good IP within the same second changes nothing on disk; a triplet
+      // is written only when its time changes (new, too late, dated ahead), so its record
+      // need not be looked up again
+      if (!k.startsWith(IP_PREFIX) || lookupSync.call(this.store, k) !== t) changes.push([k, t]);
     }
     this.writes.clear();
     try {

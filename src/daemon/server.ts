@@ -1,7 +1,6 @@
 // The UDP side: the dgram socket, decoding, handing requests to the decision queue, replies
 // and the decision log.
 import dgram from 'node:dgram';
-import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { AllowList, RateLimitedCounter } from './access.js';
@@ -91,6 +90,9 @@ export interface RescanResult {
  *  silence for the requests read before it. */
 export const SHUTDOWN_GRACE_MS = 1500;
 
+/** At close, the longest to wait for replies still in a socket's send queue, in ms. */
+const SEND_DRAIN_MS = 1000;
+
 export class Server {
   /** by bind address and port */
   private listeners = new Map<string, Listener>();
@@ -101,9 +103,6 @@ export class Server {
   private inFlight = 0;
   private inFlightBytes = 0;
   private drained: Array<() => void> = [];
-  /** replies handed to the socket and not yet sent */
-  private sending = 0;
-  private sent: Array<() => void> = [];
   counters = { received: 0, malformed: 0, replied: 0, storeErrors: 0, shutdown: 0 };
   readonly refused: RateLimitedCounter;
   readonly overload: RateLimitedCounter;
@@ -213,7 +212,7 @@ export class Server {
     // no reuseAddr: with SO_REUSEADDR, another local user could bind the same address and
     // port and take the datagrams; without it that bind fails, and so does a wildcard bind
     // of the port by anyone else
-    const socket = dgram.createSocket({ type: t.family === 6 ? 'udp6' : 'udp4', ipv6Only: t.family === 6 });
+    const socket = dgram.createSocket({ type: t.family === 6 ? 'udp6' : 'udp4', ipv6Only: t.family === 6, lookup: t.family === 6 ? literalLookup6 : literalLookup4 });
     const port = t.port === 0 ? this.zeroPort : t.port;
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => {
@@ -295,23 +294,16 @@ export class Server {
     this.reply(encodeReply(this.notDecided), rinfo);
   }
 
-  /** Sends a reply, counting it until the datagram has left: close() must not cancel it. */
+  /** Sends a reply. No callback: a datagram the kernel takes at once (nearly always) costs
+   *  no callback and no tick; one it could not take waits in the socket's send queue, which
+   *  close() lets drain before closing the socket. A failed send is dropped, as a lost
+   *  datagram would be: the client asks again. */
   private reply(bytes: Buffer, rinfo: Peer): void {
     // through the socket the request came in on, so that the reply leaves from the address
     // the client sent to; a socket closed since (its address left the host) sends nothing
     if (!rinfo.via.open) return;
-    this.sending++;
-    rinfo.via.socket.send(bytes, rinfo.port, rinfo.address, this.onSent);
+    rinfo.via.socket.send(bytes, rinfo.port, rinfo.address);
   }
-
-  /** one callback for every reply: no closure per request on the hot path */
-  private readonly onSent = (): void => {
-    if (--this.sending === 0) {
-      const w = this.sent;
-      this.sent = [];
-      for (const f of w) f();
-    }
-  };
 
   private answer(client: string, rinfo: Peer, msg: Buffer, req: Request, result: Result, t0: number): void {
     if (result.kind === 'malformed') {
@@ -378,7 +370,11 @@ export class Server {
       this.greylist?.abandonWaiting('shutdown');
       await drained;
     }
-    if (this.sending > 0) await new Promise<void>((r) => this.sent.push(r));
+    // replies the kernel could not take at once wait in a socket's send queue, which closing
+    // it would drop; no event says it has drained, so it is looked at every millisecond
+    for (let waited = 0; waited < SEND_DRAIN_MS && listeners.some((l) => l.socket.getSendQueueCount() > 0); waited++) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
     this.listeners.clear();
     await Promise.all(
       listeners.map((l) => {
@@ -391,10 +387,21 @@ export class Server {
 
 /** The exceptions entry of the first recipient that matched one, if any. */
 function exceptionOf(d: Decision): ExceptionEntry | undefined {
-  for (const t of d.detail) if (t.exception !== undefined) return t.exception;
+  const detail = d.detail;
+  for (let i = 0; i < detail.length; i++) if (detail[i].exception !== undefined) return detail[i].exception;
   return undefined;
 }
 
 function clientText(rinfo: dgram.RemoteInfo): string {
-  return isIP(rinfo.address) === 6 ? `[${rinfo.address}]:${rinfo.port}` : `${rinfo.address}:${rinfo.port}`;
+  return rinfo.family === 'IPv6' ? `[${rinfo.address}]:${rinfo.port}` : `${rinfo.address}:${rinfo.port}`;
+}
+
+/** The sockets' address lookup: every address they bind or send to is an IP literal (a bind
+ *  target, or the address a request came from), so it is handed back at once. dgram's default,
+ *  dns.lookup, defers every send to the next tick to say the same. */
+function literalLookup4(address: string, _options: unknown, callback: (err: null, address: string, family: number) => void): void {
+  callback(null, address, 4);
+}
+function literalLookup6(address: string, _options: unknown, callback: (err: null, address: string, family: number) => void): void {
+  callback(null, address, 6);
 }
