@@ -27,7 +27,7 @@
 // (/proc/PID/task/PID/stat).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -226,11 +226,30 @@ async function startQgreyd(stateDir: string, extra: string[] = [], profileDir?: 
 
 function waitForLog(logFile: string, re: RegExp, ms: number): Promise<{ line: string; at: number } | null> {
   const until = Date.now() + ms;
+  // read what was added since the last poll (a long run's log outgrows what one string holds)
+  let offset = 0;
+  let rest = '';
+  const chunk = Buffer.allocUnsafe(1 << 20);
   return new Promise((res) => {
     const poll = () => {
-      const text = existsSync(logFile) ? readFileSync(logFile, 'latin1') : '';
-      const line = text.split('\n').find((l) => re.test(l));
-      if (line !== undefined) return res({ line, at: Date.now() });
+      if (existsSync(logFile)) {
+        const fd = openSync(logFile, 'r');
+        try {
+          // (multilog rotated `current`: start again in the new one)
+          if (fstatSync(fd).size < offset) (offset = 0), (rest = '');
+          for (;;) {
+            const n = readSync(fd, chunk, 0, chunk.length, offset);
+            if (n === 0) break;
+            offset += n;
+            const lines = (rest + chunk.toString('latin1', 0, n)).split('\n');
+            rest = lines.pop() ?? '';
+            const line = lines.find((l) => re.test(l));
+            if (line !== undefined) return res({ line, at: Date.now() });
+          }
+        } finally {
+          closeSync(fd);
+        }
+      }
       if (Date.now() > until) return res(null);
       setTimeout(poll, 50);
     };

@@ -693,7 +693,7 @@ export class Store implements GreylistStore {
           report.cleaned += changes.length;
           if (this.feedTimer === null && this.feeding === null) this.feedTimer = setTimeout(this.runFeed, FEED_MS).unref();
         }
-        await pause();
+        await pause(changes?.length ?? 0);
       }
     }
     this.cleanedSinceOpen = true;

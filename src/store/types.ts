@@ -80,8 +80,9 @@ export interface ExpireOptions {
   runSlice?: (slice: () => void) => Promise<void>;
   /** index slots per slice (a knob for tests; the backend has its own default) */
   sliceSlots?: number;
-  /** awaited between the chunks of the cleaning behind the index: the caller paces it here */
-  pause?: () => Promise<void>;
+  /** awaited between the chunks of the cleaning behind the index, with the number of changes
+   *  the chunk queued for the store of record: the caller paces it here */
+  pause?: (changed: number) => Promise<void>;
   /** asked between slices and chunks: true ends the expiry early (what was done stays done) */
   stopping?: () => boolean;
   /** with it, corrupt parts the cleaning meets are reported here and stepped over */
