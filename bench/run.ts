@@ -236,7 +236,10 @@ function waitForLog(logFile: string, re: RegExp, ms: number): Promise<{ line: st
         const fd = openSync(logFile, 'r');
         try {
           // (multilog rotated `current`: start again in the new one)
-          if (fstatSync(fd).size < offset) (offset = 0), (rest = '');
+          if (fstatSync(fd).size < offset) {
+            offset = 0;
+            rest = '';
+          }
           for (;;) {
             const n = readSync(fd, chunk, 0, chunk.length, offset);
             if (n === 0) break;
